@@ -1,0 +1,266 @@
+"""The values that cross the planner's boundary: what was observed, what is remembered,
+what was decided.
+
+Rules of this file:
+- Frozen dataclasses, standard library only: the planner, the AWS edge, the store and the
+  engine all speak in these, and none of them may smuggle I/O into another.
+- Times are timezone-aware UTC datetimes; parameter values are strings, as CloudFormation
+  returns them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from typing import Literal
+
+UpdateKind = Literal["migrate", "switch", "scale"]
+RecordStatus = Literal["running", "succeeded", "failed"]
+RolloutResult = Literal["succeeded", "failed", "superseded"]
+
+
+class Phase(enum.StrEnum):
+    """CONTRACT section 5: the closed set of phases a stack can be in."""
+
+    IN_SYNC = "InSync"
+    PAUSED = "Paused"
+    MIGRATING = "Migrating"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    UPDATING_API = "UpdatingApi"
+    VERIFYING = "Verifying"
+    WAITING = "Waiting"
+    FAILED = "Failed"
+    BLOCKED = "Blocked"
+
+
+def _aware(name: str, value: dt.datetime | None) -> None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware")
+
+
+# --- observed -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """One instance of the API group as EC2, Auto Scaling and the load balancer see it."""
+
+    id: str
+    image: str | None
+    lifecycle: str  # Auto Scaling lifecycle state: Pending, InService, Terminating, ...
+    healthy: bool | None  # load-balancer health; None when the group has no load balancer
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationRecord:
+    """CONTRACT section 3, as read from S3 or SSM for one (stack, image)."""
+
+    image: str
+    status: RecordStatus
+    updated_at: dt.datetime
+    started_at: dt.datetime | None = None
+    progress: str | None = None
+    instance_id: str | None = None
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        _aware("updated_at", self.updated_at)
+        _aware("started_at", self.started_at)
+        if self.status not in ("running", "succeeded", "failed"):
+            raise ValueError(f"status {self.status!r} is not running, succeeded or failed")
+
+
+@dataclasses.dataclass(frozen=True)
+class StackView:
+    status: str
+    parameters: Mapping[str, str]  # every template parameter with its live value
+    last_updated: dt.datetime | None = None
+    status_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        _aware("last_updated", self.last_updated)
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """Everything the planner may know about the outside world, read just now."""
+
+    stack: StackView | None  # None: the stack does not exist
+    api_desired_capacity: int | None = None  # the API group's live DesiredCapacity
+    api_instances: tuple[Instance, ...] | None = None  # None: not observed this time
+    migration_record: MigrationRecord | None = None  # the record for the desired image
+    problem: str | None = None  # something a person must fix (e.g. a resource name not found)
+
+
+# --- remembered -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """A stack update we sent and have not yet seen settle."""
+
+    kind: UpdateKind
+    image: str
+    revision: str
+    token: str
+    sent_at: dt.datetime
+    expected: Mapping[str, str]  # the values we set; the rest were UsePreviousValue
+
+    def __post_init__(self) -> None:
+        _aware("sent_at", self.sent_at)
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutMemory:
+    """One attempt to bring a stack to one image (a row of `reconciler history`)."""
+
+    id: int
+    image: str
+    revision: str
+    from_image: str | None
+    started_at: dt.datetime
+    phase1_started_at: dt.datetime | None = None
+    migrated_at: dt.datetime | None = None
+    approved_at: dt.datetime | None = None
+    switch_started_at: dt.datetime | None = None
+    switched_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    result: RolloutResult | None = None
+    reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.result is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    count: int
+    reason: str
+    at: dt.datetime
+    next_retry_at: dt.datetime
+    revision: str
+    image: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimePause:
+    reason: str
+    at: dt.datetime
+    until: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """The little the planner cannot observe, as the store holds it for one spec."""
+
+    rollout: RolloutMemory | None = None  # the latest rollout, active or finished
+    pending: Pending | None = None
+    failure: Failure | None = None
+    approved_image: str | None = None
+    runtime_pause: RuntimePause | None = None
+
+
+# --- decided --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StackUpdate:
+    """One UpdateStack call: every template parameter, None meaning UsePreviousValue."""
+
+    kind: UpdateKind
+    parameters: tuple[tuple[str, str | None], ...]
+    token: str
+
+    def __post_init__(self) -> None:
+        names = [n for n, _ in self.parameters]
+        if len(names) != len(set(names)):
+            raise ValueError("a parameter appears twice in one update")
+        if not any(v is not None for _, v in self.parameters):
+            raise ValueError("an update must set at least one parameter")
+
+    @property
+    def changes(self) -> dict[str, str]:
+        return {n: v for n, v in self.parameters if v is not None}
+
+
+# Effects: what the store must remember, written before the update is sent.
+
+
+@dataclasses.dataclass(frozen=True)
+class StartRollout:
+    image: str
+    revision: str
+    from_image: str | None
+    at: dt.datetime
+    phase1_started_at: dt.datetime | None = None  # carried over when migrations already passed
+    migrated_at: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MarkRollout:
+    """Set timestamps of the active rollout (only the fields given)."""
+
+    phase1_started_at: dt.datetime | None = None
+    migrated_at: dt.datetime | None = None
+    approved_at: dt.datetime | None = None
+    switch_started_at: dt.datetime | None = None
+    switched_at: dt.datetime | None = None
+    revision: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishRollout:
+    result: RolloutResult
+    at: dt.datetime
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SetPending:
+    pending: Pending
+
+
+@dataclasses.dataclass(frozen=True)
+class ClearPending:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordFailure:
+    failure: Failure
+
+
+@dataclasses.dataclass(frozen=True)
+class ClearFailure:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ClearRuntimePause:
+    """A runtime pause whose `until` has passed."""
+
+
+Effect = (
+    StartRollout
+    | MarkRollout
+    | FinishRollout
+    | SetPending
+    | ClearPending
+    | RecordFailure
+    | ClearFailure
+    | ClearRuntimePause
+)
+
+Requeue = Literal["idle", "active", "retry"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    phase: Phase
+    message: str
+    update: StackUpdate | None = None
+    effects: tuple[Effect, ...] = ()
+    requeue: Requeue = "idle"  # idle: spec interval; active: soon; retry: at failure.next_retry_at

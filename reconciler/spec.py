@@ -1,0 +1,337 @@
+"""Desired state: the `deploy-specs/*.yaml` documents (CONTRACT.md section 1).
+
+Rules of this file:
+- Every field of the contract is a typed model field with the contract's default.
+- Unknown keys are errors; so is anything that would let a typo reach a stack.
+- Errors always name the file, the line and the field; parsing never touches AWS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+AMI_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
+_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+MAX_SPEC_BYTES = 256 * 1024  # a spec is a page of YAML; anything larger is a mistake or an attack
+
+
+def parse_duration(value: Any) -> dt.timedelta:
+    """`90s`, `30m`, `2h`, `1h30m` (or a timedelta) to a positive timedelta."""
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("a duration is a string such as 90s, 30m, 2h or 1h30m")
+    if isinstance(value, int):
+        raise ValueError(f"a duration needs a unit: write {value}s, not {value}")
+    match = _DURATION_RE.match(value.strip())
+    if not value.strip() or match is None:
+        raise ValueError(f"{value!r} is not a duration such as 90s, 30m, 2h or 1h30m")
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    delta = dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    if delta <= dt.timedelta(0):
+        raise ValueError("a duration must be longer than zero")
+    return delta
+
+
+def format_duration(delta: dt.timedelta) -> str:
+    """The inverse of parse_duration, shortest form (`1h30m`)."""
+    total = int(delta.total_seconds())
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n]
+    return "".join(parts) or "0s"
+
+
+def _parse_time(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an RFC 3339 time") from exc
+    else:
+        raise ValueError("a time is an RFC 3339 string such as 2026-12-01T00:00:00Z")
+    if parsed.tzinfo is None:
+        raise ValueError("a time needs an offset (Z or +01:00)")
+    return parsed.astimezone(dt.UTC)
+
+
+Duration = Annotated[
+    dt.timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+Time = Annotated[
+    dt.datetime,
+    BeforeValidator(_parse_time),
+    PlainSerializer(lambda t: t.isoformat().replace("+00:00", "Z"), return_type=str),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Metadata(_Model):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("must match [a-z0-9-]{1,63}")
+        return value
+
+
+class Capacity(_Model):
+    api: int | Literal["live"] = 1
+    migration: int = Field(1, ge=1)
+
+    @field_validator("api", mode="before")
+    @classmethod
+    def _api(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, int) and value < 0):
+            raise ValueError('must be an integer >= 0 or "live"')
+        if isinstance(value, str) and value != "live":
+            raise ValueError('must be an integer >= 0 or "live"')
+        return value
+
+
+class ParameterNames(_Model):
+    api_image: str = Field("LcImageId", alias="apiImage", min_length=1)
+    api_capacity: str = Field("Asg1DesiredCapacity", alias="apiCapacity", min_length=1)
+    migration_image: str = Field("MigrationLcImageId", alias="migrationImage", min_length=1)
+    migration_capacity: str = Field(
+        "MigrationDesiredCapacity", alias="migrationCapacity", min_length=1
+    )
+
+    def managed(self) -> tuple[str, str, str, str]:
+        return (self.api_image, self.api_capacity, self.migration_image, self.migration_capacity)
+
+
+class ResourceNames(_Model):
+    api_group: str = Field("Asg1", alias="apiGroup", min_length=1)
+    migration_group: str = Field("MigrationAsg", alias="migrationGroup", min_length=1)
+
+
+class Migration(_Model):
+    check: Literal["s3", "ssm", "none"] = "s3"
+    location: str | None = None
+    timeout: Duration = dt.timedelta(minutes=30)
+
+    @model_validator(mode="after")
+    def _location(self) -> Migration:
+        if self.check == "none":
+            return self
+        if self.location is None:
+            raise ValueError(f"location is required when check is {self.check}")
+        if self.check == "s3" and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$", self.location):
+            raise ValueError("location must be s3://bucket/prefix when check is s3")
+        if self.check == "ssm" and not re.match(r"^ssm:/[A-Za-z0-9_./-]*$", self.location):
+            raise ValueError("location must be ssm:/path/prefix when check is ssm")
+        return self
+
+
+class Rollout(_Model):
+    timeout: Duration = dt.timedelta(minutes=45)
+    approve_after_migration: bool = Field(False, alias="approveAfterMigration")
+    verify_health: bool = Field(True, alias="verifyHealth")
+
+
+class Pause(_Model):
+    reason: str = Field("paused in the spec", min_length=1)
+    until: Time | None = None
+
+
+class Spec(_Model):
+    stack_name: str = Field(alias="stackName", min_length=1, max_length=128)
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    role_arn: str | None = Field(None, alias="roleArn", pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+    image: str
+    capacity: Capacity = Capacity()
+    parameters: dict[str, str] = Field(default_factory=dict)
+    parameter_names: ParameterNames = Field(ParameterNames(), alias="parameterNames")
+    resource_names: ResourceNames = Field(ResourceNames(), alias="resourceNames")
+    migration: Migration = Migration(check="none")
+    rollout: Rollout = Rollout()
+    paused: Pause | None = None
+    interval: Duration = dt.timedelta(seconds=30)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not AMI_RE.match(value):
+            raise ValueError(f"{value!r} is not an AMI id (ami- and 8 or 17 hex digits)")
+        return value
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters(cls, value: Any) -> Any:
+        # CloudFormation parameters are strings; YAML turns `Port: 80` into an int.
+        if isinstance(value, dict):
+            return {
+                k: (str(v).lower() if isinstance(v, bool) else str(v))
+                if isinstance(v, str | int | float | bool)
+                else v
+                for k, v in value.items()
+            }
+        return value
+
+    @field_validator("paused", mode="before")
+    @classmethod
+    def _paused(cls, value: Any) -> Any:
+        if value is False or value is None:
+            return None
+        if value is True:
+            return {}
+        return value
+
+    @model_validator(mode="after")
+    def _managed_not_pinned(self) -> Spec:
+        clash = set(self.parameters) & set(self.parameter_names.managed())
+        if clash:
+            raise ValueError(
+                f"parameters must not pin managed parameters {sorted(clash)}: "
+                "set image and capacity instead"
+            )
+        return self
+
+
+class StackDeployment(_Model):
+    api_version: Literal["reconciler/v1"] = Field(alias="apiVersion")
+    kind: Literal["StackDeployment"]
+    metadata: Metadata
+    spec: Spec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecError:
+    """One problem in one spec file, located for a person."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field or '(document)'}: {self.message}"
+
+
+class SpecInvalid(Exception):
+    def __init__(self, errors: list[SpecError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+def _line_of(node: yaml.Node | None, path: Iterable[str | int]) -> int:
+    """The 1-based line of the deepest YAML node along `path`."""
+    if node is None:
+        return 1
+    line = node.start_mark.line + 1
+    for key in path:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == key:
+                    child, line = v, k.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            if 0 <= key < len(node.value):
+                child = node.value[key]
+                line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Refuses duplicate keys, which YAML would otherwise resolve silently to the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    # pydantic appends validator tags (`function-after[...]`, `literal[...]`); drop them.
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and "[" in p))
+
+
+def parse(text: str | bytes, file: str) -> StackDeployment:
+    """Parse one spec document; raise SpecInvalid naming file, line and field."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecInvalid([SpecError(file, 1, "", f"file is larger than {MAX_SPEC_BYTES} bytes")])
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecInvalid([SpecError(file, 1, "", f"not UTF-8 text: {exc}")]) from exc
+    try:
+        docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecInvalid([SpecError(file, line, "", f"invalid YAML: {problem}")]) from exc
+    if len(docs) != 1:
+        line = docs[1].start_mark.line + 1 if len(docs) > 1 else 1
+        raise SpecInvalid([SpecError(file, line, "", "expected exactly one YAML document")])
+    root = docs[0]
+    if not isinstance(data, dict):
+        raise SpecInvalid([SpecError(file, 1, "", "a spec is a mapping (apiVersion, kind, ...)")])
+    try:
+        return StackDeployment.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see CONTRACT section 1)"
+            errors.append(SpecError(file, _line_of(root, loc), _field_name(loc), msg))
+        raise SpecInvalid(errors) from exc
+
+
+def check_unique(specs: dict[str, StackDeployment]) -> list[SpecError]:
+    """Two files claiming one `metadata.name` are both in error (file -> spec given)."""
+    by_name: dict[str, list[str]] = {}
+    for file, sd in sorted(specs.items()):
+        by_name.setdefault(sd.name, []).append(file)
+    errors = []
+    for name, files in by_name.items():
+        if len(files) > 1:
+            for file in files:
+                others = ", ".join(f for f in files if f != file)
+                errors.append(
+                    SpecError(file, 1, "metadata.name", f"{name!r} is also used by {others}")
+                )
+    return errors
