@@ -1,0 +1,620 @@
+"""The SQLite store: effects round-trip through load(), batches are atomic and durable,
+runtime controls, history, and one daemon per state dir.
+
+The property test at the end holds the store to a pure in-memory fold of the same effects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import pathlib
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler import model
+from reconciler.store import StateDirLocked, Store, StoreError
+
+T0 = dt.datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=dt.UTC)
+
+
+def t(minutes: float) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=minutes)
+
+
+@pytest.fixture
+def store(tmp_path: pathlib.Path) -> Iterator[Store]:
+    s = Store.in_state_dir(tmp_path / "state")
+    yield s
+    s.close()
+
+
+def start(image: str = "ami-2", at: dt.datetime = T0, revision: str = "r1") -> model.StartRollout:
+    return model.StartRollout(image=image, revision=revision, from_image="ami-1", at=at)
+
+
+PENDING = model.Pending(
+    kind="migrate",
+    image="ami-2",
+    revision="r1",
+    token="tok-1",
+    sent_at=t(1),
+    expected={"MigrationLcImageId": "ami-2", "MigrationDesiredCapacity": "1"},
+)
+FAILURE = model.Failure(
+    count=2, reason="rolled back", at=t(5), next_retry_at=t(9), revision="r1", image="ami-2"
+)
+
+
+# --- effects round-trip ---------------------------------------------------------------
+
+
+def test_empty_store_loads_empty_memory(store: Store) -> None:
+    """A spec the store never heard of has empty memory, and is not listed."""
+    assert store.load("api") == model.Memory()
+    assert store.names() == []
+    assert store.history("api") == []
+
+
+def test_start_rollout_round_trips(store: Store) -> None:
+    """StartRollout becomes the active rollout, with carried-over phase times."""
+    store.apply(
+        "api",
+        [
+            model.StartRollout(
+                image="ami-2",
+                revision="r1",
+                from_image=None,
+                at=t(0),
+                phase1_started_at=t(-3),
+                migrated_at=t(-1),
+            )
+        ],
+    )
+    rollout = store.load("api").rollout
+    assert rollout == model.RolloutMemory(
+        id=rollout.id if rollout else 0,
+        image="ami-2",
+        revision="r1",
+        from_image=None,
+        started_at=t(0),
+        phase1_started_at=t(-3),
+        migrated_at=t(-1),
+    )
+    assert rollout is not None and rollout.active
+
+
+def test_mark_rollout_sets_only_given_fields(store: Store) -> None:
+    """MarkRollout changes the fields it names and leaves earlier marks alone."""
+    store.apply("api", [start(), model.MarkRollout(phase1_started_at=t(1))])
+    store.apply("api", [model.MarkRollout(migrated_at=t(2), revision="r2")])
+    store.apply("api", [model.MarkRollout(approved_at=t(3))])
+    store.apply("api", [model.MarkRollout(switch_started_at=t(4), switched_at=t(5))])
+    rollout = store.load("api").rollout
+    assert rollout is not None
+    assert (rollout.phase1_started_at, rollout.migrated_at, rollout.approved_at) == (
+        t(1),
+        t(2),
+        t(3),
+    )
+    assert (rollout.switch_started_at, rollout.switched_at) == (t(4), t(5))
+    assert rollout.revision == "r2"
+    assert rollout.started_at == T0 and rollout.active
+
+
+def test_finish_rollout_keeps_it_as_latest(store: Store) -> None:
+    """A finished rollout is still Memory.rollout (latest), no longer active."""
+    store.apply("api", [start(), model.FinishRollout(result="failed", at=t(7), reason="boom")])
+    rollout = store.load("api").rollout
+    assert rollout is not None
+    assert (rollout.result, rollout.finished_at, rollout.reason) == ("failed", t(7), "boom")
+    assert not rollout.active
+
+
+def test_mark_or_finish_without_active_rollout_raises(store: Store) -> None:
+    """Marking or finishing when no rollout is active is a planner bug: a clear error."""
+    with pytest.raises(StoreError, match="no active rollout"):
+        store.apply("api", [model.MarkRollout(migrated_at=t(1))])
+    store.apply("api", [start(), model.FinishRollout(result="succeeded", at=t(2))])
+    with pytest.raises(StoreError, match="no active rollout"):
+        store.apply("api", [model.FinishRollout(result="failed", at=t(3))])
+
+
+def test_pending_round_trips_and_clears(store: Store) -> None:
+    """SetPending stores the one pending update (expected as JSON); ClearPending drops it."""
+    store.apply("api", [model.SetPending(PENDING)])
+    assert store.load("api").pending == PENDING
+    replaced = dataclasses.replace(PENDING, kind="switch", token="tok-2", expected={})
+    store.apply("api", [model.SetPending(replaced)])
+    assert store.load("api").pending == replaced
+    store.apply("api", [model.ClearPending()])
+    assert store.load("api").pending is None
+
+
+def test_failure_round_trips_and_clears(store: Store) -> None:
+    """RecordFailure replaces the spec's failure; ClearFailure removes it."""
+    store.apply("api", [model.RecordFailure(FAILURE)])
+    assert store.load("api").failure == FAILURE
+    store.apply("api", [model.ClearFailure()])
+    assert store.load("api").failure is None
+
+
+def test_clear_runtime_pause_effect(store: Store) -> None:
+    """ClearRuntimePause (an expired `until`) removes the runtime pause."""
+    store.pause("api", "incident 42", at=t(0), until=t(60))
+    store.apply("api", [model.ClearRuntimePause()])
+    assert store.load("api").runtime_pause is None
+
+
+def test_specs_are_isolated(store: Store) -> None:
+    """Effects for one spec never show up in another's memory."""
+    store.apply("api", [start(), model.SetPending(PENDING), model.RecordFailure(FAILURE)])
+    assert store.load("worker") == model.Memory()
+    assert store.names() == ["api"]
+
+
+# --- atomicity and superseding --------------------------------------------------------
+
+
+def test_failed_batch_writes_nothing(store: Store) -> None:
+    """A batch whose last effect fails (a constraint) leaves no trace of the earlier ones."""
+    store.apply("api", [start("ami-1")])
+    before = store.load("api")
+    bad = model.RecordFailure(dataclasses.replace(FAILURE, count=-1))  # CHECK count >= 0
+    with pytest.raises(sqlite3.IntegrityError):
+        store.apply(
+            "api",
+            [
+                model.FinishRollout(result="succeeded", at=t(1)),
+                start("ami-2", at=t(2)),
+                model.SetPending(PENDING),
+                bad,
+            ],
+        )
+    assert store.load("api") == before
+    assert len(store.history("api")) == 1
+    # The store is still usable after the rollback.
+    store.apply("api", [model.SetPending(PENDING)])
+    assert store.load("api").pending == PENDING
+
+
+def test_planner_bug_mid_batch_writes_nothing(store: Store) -> None:
+    """A MarkRollout with nothing active, after other effects, rolls them all back."""
+    with pytest.raises(StoreError):
+        store.apply("api", [model.SetPending(PENDING), model.MarkRollout(switched_at=t(1))])
+    assert store.load("api") == model.Memory()
+
+
+def test_start_rollout_supersedes_active_one(store: Store) -> None:
+    """A new StartRollout finishes the active rollout as superseded, at the new start time."""
+    store.apply("api", [start("ami-2", at=t(0))])
+    store.apply("api", [start("ami-3", at=t(10), revision="r2")])
+    newest, older = store.history("api")
+    assert newest.image == "ami-3" and newest.active
+    assert older.result == "superseded" and older.finished_at == t(10)
+    assert older.reason is not None and "ami-3" in older.reason
+    assert store.load("api").rollout == newest
+
+
+def test_finish_then_start_in_one_batch_is_not_superseded(store: Store) -> None:
+    """When the planner finishes the rollout itself before starting the next, its result stands."""
+    store.apply("api", [start("ami-2", at=t(0))])
+    store.apply(
+        "api",
+        [
+            model.FinishRollout(result="failed", at=t(5), reason="migration failed"),
+            start("ami-3", at=t(5), revision="r2"),
+        ],
+    )
+    newest, older = store.history("api")
+    assert (older.result, older.reason) == ("failed", "migration failed")
+    assert newest.image == "ami-3" and newest.active
+
+
+# --- runtime controls -----------------------------------------------------------------
+
+
+def test_pause_and_resume(store: Store) -> None:
+    """pause() records a runtime pause; resume() lifts it once and then reports False."""
+    assert store.resume("api") is False
+    store.pause("api", "incident 42", at=t(0), until=t(30))
+    assert store.load("api").runtime_pause == model.RuntimePause("incident 42", t(0), t(30))
+    store.pause("api", "longer", at=t(1))  # a second pause replaces the first
+    assert store.load("api").runtime_pause == model.RuntimePause("longer", t(1), None)
+    assert store.names() == ["api"]
+    assert store.resume("api") is True
+    assert store.load("api").runtime_pause is None
+    assert store.resume("api") is False
+
+
+def test_approve_sets_approved_image(store: Store) -> None:
+    """approve() makes Memory.approved_image the image approved last."""
+    store.approve("api", "ami-2", at=t(0))
+    assert store.load("api").approved_image == "ami-2"
+    store.approve("api", "ami-3", at=t(1))
+    assert store.load("api").approved_image == "ami-3"
+
+
+def test_retry_makes_failure_due_now(store: Store) -> None:
+    """retry() moves next_retry_at to now and keeps the rest; False without a failure."""
+    assert store.retry("api", now=t(2)) is False
+    store.apply("api", [model.RecordFailure(FAILURE)])
+    assert store.retry("api", now=t(2)) is True
+    assert store.load("api").failure == dataclasses.replace(FAILURE, next_retry_at=t(2))
+
+
+def test_history_is_newest_first_and_limited(store: Store) -> None:
+    """history() lists rollouts newest first, at most `limit` of them, ids increasing."""
+    for i in range(5):
+        store.apply("api", [start(f"ami-{i}", at=t(i))])
+    history = store.history("api")
+    assert [r.image for r in history] == [f"ami-{i}" for i in reversed(range(5))]
+    assert [r.id for r in history] == sorted((r.id for r in history), reverse=True)
+    assert [r.image for r in store.history("api", limit=2)] == ["ami-4", "ami-3"]
+    assert [r.active for r in history] == [True, False, False, False, False]
+
+
+# --- datetimes ------------------------------------------------------------------------
+
+
+@given(
+    when=st.datetimes(
+        min_value=dt.datetime(1970, 1, 2),
+        max_value=dt.datetime(9999, 12, 30),
+        timezones=st.timezones(),
+    )
+)
+@settings(max_examples=50, deadline=None)
+def test_datetimes_round_trip_as_utc(when: dt.datetime) -> None:
+    """Any aware datetime comes back as the same instant, in UTC, to the microsecond."""
+    with tempfile.TemporaryDirectory() as d, Store(pathlib.Path(d) / "db") as s:
+        s.pause("api", "r", at=when)
+        pause = s.load("api").runtime_pause
+    assert pause is not None
+    # Compared in UTC: Python's cross-zone == is False for DST-ambiguous wall times.
+    assert pause.at == when.astimezone(dt.UTC)
+    assert pause.at.tzinfo is dt.UTC
+
+
+def test_naive_datetime_is_refused(store: Store) -> None:
+    """A naive datetime is a bug upstream; the store refuses it rather than guess a zone."""
+    with pytest.raises(ValueError, match="naive"):
+        store.pause("api", "r", at=dt.datetime(2026, 1, 1))
+
+
+def test_stored_times_are_sortable_utc_text(tmp_path: pathlib.Path) -> None:
+    """On disk a time is fixed-width ISO-8601 UTC text (what other tools will read)."""
+    path = tmp_path / "db"
+    with Store(path) as s:
+        s.pause(
+            "api",
+            "r",
+            at=dt.datetime(
+                2026, 1, 1, 5, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))
+            ),
+        )
+    raw = sqlite3.connect(path).execute("SELECT at FROM runtime_pauses").fetchone()[0]
+    assert raw == "2026-01-01T00:00:00.000000Z"
+
+
+# --- durability, schema, threads ------------------------------------------------------
+
+
+def test_data_survives_reopening(tmp_path: pathlib.Path) -> None:
+    """Everything written is there after the store is closed and opened again."""
+    state = tmp_path / "state"
+    with Store.in_state_dir(state) as s:
+        s.apply("api", [start(), model.SetPending(PENDING), model.RecordFailure(FAILURE)])
+        s.approve("api", "ami-2", at=t(0))
+        s.pause("api", "p", at=t(0))
+        before = s.load("api")
+    assert (state / "reconciler.sqlite3").exists()
+    with Store.in_state_dir(state) as s:
+        assert s.load("api") == before
+
+
+def test_store_uses_wal_and_full_sync(store: Store) -> None:
+    """The durability settings the engine relies on are in force on the shared connection."""
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_newer_schema_is_refused(tmp_path: pathlib.Path) -> None:
+    """A database written by a newer reconciler is refused instead of being misread."""
+    path = tmp_path / "db"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = 999")
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+
+
+def test_sigkill_after_apply_loses_nothing(tmp_path: pathlib.Path) -> None:
+    """A process killed (SIGKILL) right after apply() returns has its effects on disk."""
+    script = textwrap.dedent(
+        f"""
+        import datetime as dt, os, pathlib, signal
+        from reconciler import model
+        from reconciler.store import Store
+        s = Store.in_state_dir(pathlib.Path({str(tmp_path)!r}))
+        at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        s.apply("api", [model.StartRollout("ami-9", "r9", None, at)])
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
+    assert proc.returncode == -9
+    with Store.in_state_dir(tmp_path) as s:
+        rollout = s.load("api").rollout
+    assert rollout is not None and rollout.image == "ami-9"
+
+
+def test_threads_share_one_store(store: Store) -> None:
+    """Worker threads applying to one Store concurrently lose no writes."""
+
+    def work(n: int) -> None:
+        for i in range(20):
+            store.apply(f"spec-{n}", [start(f"ami-{i}", at=t(i))])
+            store.load(f"spec-{n}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert store.names() == [f"spec-{n}" for n in range(6)]
+    assert all(len(store.history(f"spec-{n}", limit=100)) == 20 for n in range(6))
+
+
+# --- single instance ------------------------------------------------------------------
+
+_HOLD_LOCK = """
+import pathlib, sys
+from reconciler.store import Store
+with Store.lock_state_dir(pathlib.Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_second_process_cannot_lock_state_dir(tmp_path: pathlib.Path) -> None:
+    """While one process holds the state dir another is refused, and may take it after."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StateDirLocked, match=rf"in use .*pid {holder.pid}"):
+            Store.lock_state_dir(tmp_path)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with Store.lock_state_dir(tmp_path) as lock:
+        assert lock.path == tmp_path / "lock"
+
+
+def test_lock_is_released_by_a_killed_holder(tmp_path: pathlib.Path) -> None:
+    """A daemon killed with SIGKILL leaves no stale lock behind."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait(timeout=30)
+    Store.lock_state_dir(tmp_path).release()
+
+
+# --- property: the store is a fold of its effects -------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Folded:
+    """The pure model of one spec's stored state."""
+
+    rollouts: tuple[model.RolloutMemory, ...] = ()
+    pending: model.Pending | None = None
+    failure: model.Failure | None = None
+    approved_image: str | None = None
+    runtime_pause: model.RuntimePause | None = None
+
+    def memory(self) -> model.Memory:
+        return model.Memory(
+            rollout=self.rollouts[-1] if self.rollouts else None,
+            pending=self.pending,
+            failure=self.failure,
+            approved_image=self.approved_image,
+            runtime_pause=self.runtime_pause,
+        )
+
+
+class PlannerBug(Exception):
+    pass
+
+
+def _replace_active(state: Folded, **changes: object) -> Folded:
+    if not state.rollouts or not state.rollouts[-1].active:
+        raise PlannerBug
+    last = dataclasses.replace(state.rollouts[-1], **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(state, rollouts=(*state.rollouts[:-1], last))
+
+
+def fold_one(state: Folded, effect: model.Effect, next_id: int) -> tuple[Folded, int]:
+    match effect:
+        case model.StartRollout():
+            if state.rollouts and state.rollouts[-1].active:
+                state = _replace_active(
+                    state, result="superseded", finished_at=effect.at, reason=None
+                )
+            new = model.RolloutMemory(
+                id=next_id,
+                image=effect.image,
+                revision=effect.revision,
+                from_image=effect.from_image,
+                started_at=effect.at,
+                phase1_started_at=effect.phase1_started_at,
+                migrated_at=effect.migrated_at,
+            )
+            return dataclasses.replace(state, rollouts=(*state.rollouts, new)), next_id + 1
+        case model.MarkRollout():
+            given_ = {f.name: getattr(effect, f.name) for f in dataclasses.fields(effect)}
+            return _replace_active(
+                state, **{k: v for k, v in given_.items() if v is not None}
+            ), next_id
+        case model.FinishRollout(result=result, at=at, reason=reason):
+            return _replace_active(state, result=result, finished_at=at, reason=reason), next_id
+        case model.SetPending(pending=p):
+            return dataclasses.replace(state, pending=p), next_id
+        case model.ClearPending():
+            return dataclasses.replace(state, pending=None), next_id
+        case model.RecordFailure(failure=f):
+            return dataclasses.replace(state, failure=f), next_id
+        case model.ClearFailure():
+            return dataclasses.replace(state, failure=None), next_id
+        case model.ClearRuntimePause():
+            return dataclasses.replace(state, runtime_pause=None), next_id
+    raise AssertionError(effect)
+
+
+def _strip_superseded_reasons(rollouts: list[model.RolloutMemory]) -> list[model.RolloutMemory]:
+    # The store words its own "superseded" reason; the fold only knows that there is one.
+    return [
+        dataclasses.replace(r, reason=None) if r.result == "superseded" else r for r in rollouts
+    ]
+
+
+times = st.datetimes(
+    min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 1, 1), timezones=st.just(dt.UTC)
+)
+opt_times = st.none() | times
+words = st.text(alphabet="abcdefghij-0123456789", min_size=1, max_size=8)
+images = st.sampled_from(["ami-1", "ami-2", "ami-3"])
+
+effects = st.one_of(
+    st.builds(model.StartRollout, images, words, st.none() | images, times, opt_times, opt_times),
+    st.builds(
+        model.MarkRollout, opt_times, opt_times, opt_times, opt_times, opt_times, st.none() | words
+    ),
+    st.builds(
+        model.FinishRollout,
+        st.sampled_from(["succeeded", "failed", "superseded"]),
+        times,
+        st.none() | words,
+    ),
+    st.builds(
+        model.SetPending,
+        st.builds(
+            model.Pending,
+            st.sampled_from(["migrate", "switch", "scale"]),
+            images,
+            words,
+            words,
+            times,
+            st.dictionaries(words, st.text(max_size=5), max_size=3),
+        ),
+    ),
+    st.just(model.ClearPending()),
+    st.builds(
+        model.RecordFailure,
+        st.builds(
+            model.Failure, st.integers(0, 50), st.text(max_size=10), times, times, words, images
+        ),
+    ),
+    st.just(model.ClearFailure()),
+    st.just(model.ClearRuntimePause()),
+)
+Control = tuple[str, ...]
+controls = st.one_of(
+    st.tuples(st.just("pause"), words, times, opt_times),
+    st.tuples(st.just("resume")),
+    st.tuples(st.just("approve"), images, times),
+    st.tuples(st.just("retry"), times),
+)
+steps = st.lists(
+    st.tuples(st.sampled_from(["api", "worker"]), st.lists(effects, max_size=4) | controls),
+    max_size=25,
+)
+
+
+def fold_control(state: Folded, control: tuple[object, ...]) -> tuple[Folded, object]:
+    match control:
+        case ("pause", str(reason), dt.datetime() as at, until):
+            pause = model.RuntimePause(reason, at, until)  # type: ignore[arg-type]
+            return dataclasses.replace(state, runtime_pause=pause), None
+        case ("resume",):
+            return dataclasses.replace(state, runtime_pause=None), state.runtime_pause is not None
+        case ("approve", str(image), _):
+            return dataclasses.replace(state, approved_image=image), None
+        case ("retry", dt.datetime() as now):
+            if state.failure is None:
+                return state, False
+            failure = dataclasses.replace(state.failure, next_retry_at=now)
+            return dataclasses.replace(state, failure=failure), True
+    raise AssertionError(control)
+
+
+def run_control(s: Store, name: str, control: tuple[object, ...]) -> object:
+    match control:
+        case ("pause", str(reason), dt.datetime() as at, until):
+            s.pause(name, reason, at, until)  # type: ignore[arg-type]
+            return None
+        case ("resume",):
+            return s.resume(name)
+        case ("approve", str(image), dt.datetime() as at):
+            s.approve(name, image, at)
+            return None
+        case ("retry", dt.datetime() as now):
+            return s.retry(name, now)
+    raise AssertionError(control)
+
+
+@given(steps=steps)
+@settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_store_equals_fold_of_effects(
+    steps: list[tuple[str, list[model.Effect] | tuple[object, ...]]],
+) -> None:
+    """For any sequence of batches and controls, load() and history() equal a pure fold;
+    a batch the fold rejects (planner bug) is rejected by the store and changes nothing."""
+    states: dict[str, Folded] = {}
+    next_id = 1
+    with tempfile.TemporaryDirectory() as d, Store(pathlib.Path(d) / "db") as s:
+        for name, step in steps:
+            state = states.get(name, Folded())
+            if isinstance(step, list):
+                try:
+                    new_id = next_id
+                    for effect in step:
+                        state, new_id = fold_one(state, effect, new_id)
+                except PlannerBug:
+                    with pytest.raises(StoreError):
+                        s.apply(name, step)
+                    continue
+                s.apply(name, step)
+                next_id = new_id
+            else:
+                state, expected = fold_control(state, step)
+                assert run_control(s, name, step) == expected
+            states[name] = state
+            for n in ("api", "worker"):
+                folded = states.get(n, Folded())
+                memory = s.load(n)
+                assert dataclasses.replace(memory, rollout=None) == dataclasses.replace(
+                    folded.memory(), rollout=None
+                )
+                history = _strip_superseded_reasons(s.history(n, limit=1000))
+                assert history == list(reversed(folded.rollouts))
