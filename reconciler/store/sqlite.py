@@ -287,6 +287,9 @@ class Store:
 
     def history(self, name: str, limit: int = 50) -> list[model.RolloutMemory]:
         """Past and current rollouts of one spec, newest first."""
+        if limit < 0:
+            # SQLite reads a negative LIMIT as "no limit"; a caller meant something else.
+            raise ValueError(f"history limit must be >= 0, not {limit}")
         with self._read() as db:
             rows = db.execute(
                 f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE name = ? "  # noqa: S608 constant

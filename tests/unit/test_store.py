@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from reconciler import model
 from reconciler.store import StateDirLocked, Store, StoreError
+from reconciler.store.sqlite import SUPERSEDED_REASON
 
 T0 = dt.datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=dt.UTC)
 
@@ -261,6 +262,9 @@ def test_history_is_newest_first_and_limited(store: Store) -> None:
     assert [r.id for r in history] == sorted((r.id for r in history), reverse=True)
     assert [r.image for r in store.history("api", limit=2)] == ["ami-4", "ami-3"]
     assert [r.active for r in history] == [True, False, False, False, False]
+    assert store.history("api", limit=0) == []
+    with pytest.raises(ValueError, match="limit"):
+        store.history("api", limit=-1)
 
 
 # --- datetimes ------------------------------------------------------------------------
@@ -458,8 +462,9 @@ def fold_one(state: Folded, effect: model.Effect, next_id: int) -> tuple[Folded,
     match effect:
         case model.StartRollout():
             if state.rollouts and state.rollouts[-1].active:
+                reason = SUPERSEDED_REASON.format(image=effect.image, revision=effect.revision)
                 state = _replace_active(
-                    state, result="superseded", finished_at=effect.at, reason=None
+                    state, result="superseded", finished_at=effect.at, reason=reason
                 )
             new = model.RolloutMemory(
                 id=next_id,
@@ -489,13 +494,6 @@ def fold_one(state: Folded, effect: model.Effect, next_id: int) -> tuple[Folded,
         case model.ClearRuntimePause():
             return dataclasses.replace(state, runtime_pause=None), next_id
     raise AssertionError(effect)
-
-
-def _strip_superseded_reasons(rollouts: list[model.RolloutMemory]) -> list[model.RolloutMemory]:
-    # The store words its own "superseded" reason; the fold only knows that there is one.
-    return [
-        dataclasses.replace(r, reason=None) if r.result == "superseded" else r for r in rollouts
-    ]
 
 
 times = st.datetimes(
@@ -616,5 +614,5 @@ def test_store_equals_fold_of_effects(
                 assert dataclasses.replace(memory, rollout=None) == dataclasses.replace(
                     folded.memory(), rollout=None
                 )
-                history = _strip_superseded_reasons(s.history(n, limit=1000))
+                history = s.history(n, limit=1000)
                 assert history == list(reversed(folded.rollouts))
