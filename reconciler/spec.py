@@ -141,7 +141,9 @@ class Migration(_Model):
             return self
         if self.location is None:
             raise ValueError(f"location is required when check is {self.check}")
-        if self.check == "s3" and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$", self.location):
+        if self.check == "s3" and not re.match(
+            r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$", self.location
+        ):
             raise ValueError("location must be s3://bucket/prefix when check is s3")
         if self.check == "ssm" and not re.match(r"^ssm:/[A-Za-z0-9_./-]*$", self.location):
             raise ValueError("location must be ssm:/path/prefix when check is ssm")
@@ -162,7 +164,9 @@ class Pause(_Model):
 class Spec(_Model):
     stack_name: str = Field(alias="stackName", min_length=1, max_length=128)
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
-    role_arn: str | None = Field(None, alias="roleArn", pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+    role_arn: str | None = Field(
+        None, alias="roleArn", pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$"
+    )
     image: str
     capacity: Capacity = Capacity()
     parameters: dict[str, str] = Field(default_factory=dict)
@@ -255,10 +259,13 @@ def _line_of(node: yaml.Node | None, path: Iterable[str | int]) -> int:
                 if isinstance(k, yaml.ScalarNode) and k.value == key:
                     child, line = v, k.start_mark.line + 1
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
-            if 0 <= key < len(node.value):
-                child = node.value[key]
-                line = child.start_mark.line + 1
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(key, int)
+            and 0 <= key < len(node.value)
+        ):
+            child = node.value[key]
+            line = child.start_mark.line + 1
         if child is None:
             break
         node = child
@@ -271,7 +278,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark

@@ -1,0 +1,3 @@
+"""reconciler: roll new machine images out to CloudFormation stacks, migrations first."""
+
+__version__ = "0.1.0"

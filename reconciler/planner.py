@@ -1,0 +1,648 @@
+"""The planner: every rule of CONTRACT.md section 2, and nothing else.
+
+Rules of this file:
+- `plan(...)` is a pure function of its arguments: no I/O, no clock, no randomness.
+  Time comes in as `now`; what AWS looks like comes in as `Observed`; what only we know
+  comes in as `Memory`. The engine carries the returned Decision out.
+- Checks run in a fixed order, each a named helper returning a Decision or None:
+  the first that decides wins. Safety checks (stack missing, broken, paused, busy)
+  come before anything that could send an update.
+- The API image parameter is only ever set to an image whose migration passed the gate.
+- Every update names every template parameter (unchanged ones as UsePreviousValue).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Mapping
+
+from reconciler import model, spec
+from reconciler.model import Phase
+
+# Stable and updatable; UPDATE_ROLLBACK_COMPLETE means the last update failed, which the
+# pending-update check below tells apart from a stack that simply rolled back long ago.
+STABLE = frozenset(
+    {
+        "CREATE_COMPLETE",
+        "UPDATE_COMPLETE",
+        "UPDATE_ROLLBACK_COMPLETE",
+        "IMPORT_COMPLETE",
+        "IMPORT_ROLLBACK_COMPLETE",
+    }
+)
+NEEDS_PERSON = frozenset(
+    {
+        "UPDATE_ROLLBACK_FAILED",
+        "ROLLBACK_COMPLETE",
+        "ROLLBACK_FAILED",
+        "DELETE_FAILED",
+        "DELETE_COMPLETE",
+        "UPDATE_FAILED",
+        "CREATE_FAILED",
+        "IMPORT_ROLLBACK_FAILED",
+    }
+)
+
+# Clocks of AWS and of this host disagree a little; an update's LastUpdatedTime earlier
+# than our send time by less than this still belongs to our update.
+CLOCK_SKEW = dt.timedelta(seconds=60)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """Retry policy: exponential backoff from `backoff_base`, doubling, capped."""
+
+    backoff_base: dt.timedelta = dt.timedelta(seconds=30)
+    backoff_cap: dt.timedelta = dt.timedelta(minutes=30)
+
+    def backoff(self, count: int) -> dt.timedelta:
+        exponent = min(max(count - 1, 0), 20)
+        delay: dt.timedelta = self.backoff_base * (2**exponent)
+        return min(delay, self.backoff_cap)
+
+
+DEFAULT_POLICY = Policy()
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """The arguments of one plan() call, with what every rule derives from them."""
+
+    name: str
+    revision: str
+    want: spec.Spec  # the desired state: the spec part of the document
+    observed: model.Observed
+    memory: model.Memory
+    now: dt.datetime
+    policy: Policy
+
+    @property
+    def stack(self) -> model.StackView:
+        assert self.observed.stack is not None  # checked first by _missing
+        return self.observed.stack
+
+    @property
+    def names(self) -> spec.ParameterNames:
+        return self.want.parameter_names
+
+    @property
+    def params(self) -> Mapping[str, str]:
+        return self.stack.parameters
+
+    @property
+    def image(self) -> str:
+        return self.want.image
+
+    @property
+    def live_api_image(self) -> str | None:
+        return self.params.get(self.names.api_image)
+
+    @property
+    def rollout(self) -> model.RolloutMemory | None:
+        """The active rollout toward the desired image, if any."""
+        r = self.memory.rollout
+        return r if r is not None and r.active and r.image == self.image else None
+
+    def api_capacity(self) -> str:
+        """The API capacity to send: the spec's, or for `live` the group's current one."""
+        if self.want.capacity.api != "live":
+            return str(self.want.capacity.api)
+        if self.observed.api_desired_capacity is not None:
+            return str(self.observed.api_desired_capacity)
+        return self.params.get(self.names.api_capacity, "0")
+
+    def attempt(self) -> int:
+        f = self.memory.failure
+        return f.count if f is not None and f.image == self.image else 0
+
+
+Rule = Callable[[Context], model.Decision | None]
+
+
+def plan(
+    deployment: spec.StackDeployment,
+    revision: str,
+    observed: model.Observed,
+    memory: model.Memory,
+    now: dt.datetime,
+    policy: Policy = DEFAULT_POLICY,
+) -> model.Decision:
+    """Decide the next step for one spec from what is observed and remembered now."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    ctx = Context(deployment.name, revision, deployment.spec, observed, memory, now, policy)
+    for rule in RULES:
+        decision = rule(ctx)
+        if decision is not None:
+            return decision
+    raise AssertionError("the last rule always decides")  # pragma: no cover
+
+
+# --- the rules, in the order they are tried ------------------------------------------
+
+
+def _missing(ctx: Context) -> model.Decision | None:
+    if ctx.observed.stack is None:
+        return model.Decision(
+            Phase.BLOCKED,
+            f"stack {ctx.want.stack_name} not found in {ctx.want.region}: create it, "
+            "or fix spec.stackName (the daemon never creates stacks)",
+        )
+    return None
+
+
+def _broken(ctx: Context) -> model.Decision | None:
+    status = ctx.stack.status
+    if status in NEEDS_PERSON:
+        reason = f" ({ctx.stack.status_reason})" if ctx.stack.status_reason else ""
+        return model.Decision(
+            Phase.BLOCKED,
+            f"stack {ctx.want.stack_name} is {status}{reason}: it needs a person "
+            "(e.g. continue-update-rollback) before the daemon can update it",
+        )
+    if status not in STABLE and not status.endswith("_IN_PROGRESS"):
+        return model.Decision(Phase.BLOCKED, f"stack is in unknown status {status}")
+    return None
+
+
+def _bad_names(ctx: Context) -> model.Decision | None:
+    wanted = list(ctx.names.managed()) + sorted(ctx.want.parameters)
+    absent = [n for n in wanted if n not in ctx.params]
+    if absent:
+        return model.Decision(
+            Phase.BLOCKED,
+            f"template of {ctx.want.stack_name} has no parameter(s) {', '.join(absent)}: "
+            "fix spec.parameterNames or spec.parameters",
+        )
+    if ctx.observed.problem is not None:
+        return model.Decision(Phase.BLOCKED, ctx.observed.problem)
+    return None
+
+
+def _paused(ctx: Context) -> model.Decision | None:
+    pause = ctx.want.paused
+    if pause is not None and (pause.until is None or ctx.now < pause.until):
+        until = f" until {pause.until.isoformat()}" if pause.until else ""
+        return model.Decision(Phase.PAUSED, f"paused in the spec{until}: {pause.reason}")
+    runtime = ctx.memory.runtime_pause
+    if runtime is None:
+        return None
+    if runtime.until is not None and ctx.now >= runtime.until:
+        return _continue(ctx, _paused, (model.ClearRuntimePause(),))
+    until = f" until {runtime.until.isoformat()}" if runtime.until else ""
+    return model.Decision(Phase.PAUSED, f"paused by an operator{until}: {runtime.reason}")
+
+
+def _busy(ctx: Context) -> model.Decision | None:
+    status = ctx.stack.status
+    if not status.endswith("_IN_PROGRESS"):
+        return None
+    pending = ctx.memory.pending
+    if pending is None:
+        return model.Decision(
+            Phase.WAITING,
+            f"stack is {status}: an operation not started by the daemon is under way",
+            requeue="active",
+        )
+    if ctx.now - pending.sent_at > ctx.want.rollout.timeout:
+        return _fail(
+            ctx,
+            f"{pending.kind} update has been {status} for longer than "
+            f"{spec.format_duration(ctx.want.rollout.timeout)}",
+            extra=(model.ClearPending(),),
+        )
+    return model.Decision(
+        _PHASE_OF_KIND[pending.kind],
+        f"{pending.kind} update to {pending.image} is {status}",
+        requeue="active",
+    )
+
+
+def _settled(ctx: Context) -> model.Decision | None:
+    """Judge a pending update now that the stack is stable: applied, rolled back, or lost."""
+    pending = ctx.memory.pending
+    if pending is None:
+        return None
+    applied = all(ctx.params.get(k) == v for k, v in pending.expected.items())
+    if applied:
+        return _continue(ctx, _settled, (model.ClearPending(), *_marks_on_applied(ctx, pending)))
+    ours = ctx.stack.last_updated is None or ctx.stack.last_updated >= pending.sent_at - CLOCK_SKEW
+    if ctx.stack.status == "UPDATE_ROLLBACK_COMPLETE" and ours:
+        reason = ctx.stack.status_reason or "no reason given"
+        return _fail(
+            ctx, f"{pending.kind} update rolled back: {reason}", extra=(model.ClearPending(),)
+        )
+    # The update never reached the stack (a crash between recording and sending, or a
+    # refused call): forget it and decide afresh; the same token makes a resend harmless.
+    return _continue(ctx, _settled, (model.ClearPending(),))
+
+
+def _backing_off(ctx: Context) -> model.Decision | None:
+    failure = ctx.memory.failure
+    if failure is None:
+        return None
+    if failure.revision != ctx.revision or failure.image != ctx.image:
+        # A new git revision retries at once.
+        return _continue(ctx, _backing_off, (model.ClearFailure(),))
+    if ctx.now < failure.next_retry_at:
+        return model.Decision(
+            Phase.FAILED,
+            f"{failure.reason}; attempt {failure.count} failed, next retry at "
+            f"{failure.next_retry_at.isoformat()}",
+            requeue="retry",
+        )
+    return None
+
+
+def _decide(ctx: Context) -> model.Decision:
+    return _decide_rest(ctx)
+
+
+def _continue(ctx: Context, after: Rule, effects: tuple[model.Effect, ...]) -> model.Decision:
+    """Store `effects`, then let the rules after `after` decide on the memory they leave."""
+    later = _with_marks(ctx, effects)
+    for rule in RULES[RULES.index(after) + 1 :]:
+        decision = rule(later)
+        if decision is not None:
+            return _with_effects(decision, effects)
+    raise AssertionError("the last rule always decides")  # pragma: no cover
+
+
+RULES: tuple[Rule, ...] = (
+    _missing,
+    _broken,
+    _bad_names,
+    _paused,
+    _busy,
+    _settled,
+    _backing_off,
+    _decide,
+)
+
+_PHASE_OF_KIND: Mapping[model.UpdateKind, Phase] = {
+    "migrate": Phase.MIGRATING,
+    "switch": Phase.UPDATING_API,
+    "scale": Phase.UPDATING_API,
+}
+
+
+# --- the rollout proper: stack stable, nothing pending, not backing off --------------
+
+
+def _decide_rest(ctx: Context, settled: tuple[model.Effect, ...] = ()) -> model.Decision:
+    """What to do from a stable stack; `settled` are marks the caller is about to store."""
+    ctx = _with_marks(ctx, settled)
+    if ctx.live_api_image == ctx.image:
+        return _converge(ctx)
+    return _rollout(ctx)
+
+
+def _rollout(ctx: Context) -> model.Decision:
+    """The API group runs another image: migrate, gate, switch."""
+    rollout = ctx.rollout
+    phase1_done = _phase1_applied(ctx)
+    migrated = rollout is not None and rollout.migrated_at is not None
+    if not migrated and not phase1_done:
+        return _start_phase1(ctx)
+    if rollout is None:
+        # Phase 1 is live but we hold no record of it (the store was lost, or a person
+        # ran it): adopt it, counting records from the stack's last update.
+        since = ctx.stack.last_updated or ctx.now
+        start = _start_rollout(ctx, phase1_started_at=since)
+        return _with_effects(_decide_rest(ctx, settled=(start,)), (start,))
+    if not migrated:
+        return _gate(ctx, rollout)
+    return _switch_or_hold(ctx, rollout)
+
+
+def _phase1_applied(ctx: Context) -> bool:
+    """The migration group runs the image. More instances than the spec asks is fine:
+    resending only to change the count would not rerun migrations, and phase 2 stops it."""
+    n = ctx.names
+    capacity = ctx.params.get(n.migration_capacity, "0")
+    running = capacity.isdigit() and int(capacity) >= 1
+    return running and ctx.params.get(n.migration_image) == ctx.image
+
+
+def _start_phase1(ctx: Context) -> model.Decision:
+    n = ctx.names
+    changes = {
+        n.migration_image: ctx.image,
+        n.migration_capacity: str(ctx.want.capacity.migration),
+    }
+    effects: list[model.Effect] = []
+    rollout = ctx.memory.rollout
+    if rollout is None or not rollout.active or rollout.image != ctx.image:
+        if rollout is not None and rollout.active:
+            effects.append(
+                model.FinishRollout("superseded", ctx.now, f"target changed to {ctx.image}")
+            )
+        effects.append(_start_rollout(ctx, phase1_started_at=ctx.now))
+    else:
+        effects.append(model.MarkRollout(phase1_started_at=ctx.now))
+    return _update(
+        ctx,
+        "migrate",
+        changes,
+        Phase.MIGRATING,
+        f"phase 1: starting migrations for {ctx.image} on the migration group "
+        f"(revision {ctx.revision[:12]})",
+        effects,
+    )
+
+
+def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
+    """Phase 1 is live: wait for the migration to report success."""
+    started = rollout.phase1_started_at or rollout.started_at
+    if ctx.want.migration.check == "none":
+        # The stack update itself gated (cfn-signal); it has completed.
+        return _passed(ctx, rollout)
+    record = ctx.observed.migration_record
+    valid = record is not None and record.image == ctx.image and record.updated_at >= started
+    if valid and record is not None and record.status == "succeeded":
+        return _passed(ctx, rollout)
+    if valid and record is not None and record.status == "failed":
+        detail = f": {record.detail}" if record.detail else ""
+        return _fail_migration(ctx, f"migration for {ctx.image} failed{detail}")
+    if ctx.now - started > ctx.want.migration.timeout:
+        return _fail_migration(
+            ctx,
+            f"migration for {ctx.image} did not succeed within "
+            f"{spec.format_duration(ctx.want.migration.timeout)}",
+        )
+    progress = ""
+    if valid and record is not None:
+        progress = f" ({record.status}, progress {record.progress or '?'})"
+    return model.Decision(
+        Phase.MIGRATING,
+        f"waiting for the migration record of {ctx.image}{progress}",
+        requeue="active",
+    )
+
+
+def _passed(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
+    mark = model.MarkRollout(migrated_at=ctx.now)
+    return _with_effects(_decide_rest(ctx, settled=(mark,)), (mark,))
+
+
+def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
+    if ctx.want.rollout.approve_after_migration and rollout.approved_at is None:
+        if ctx.memory.approved_image != ctx.image:
+            return model.Decision(
+                Phase.AWAITING_APPROVAL,
+                f"migrations for {ctx.image} succeeded; approve to switch the API group "
+                f"(reconciler approve {ctx.name})",
+            )
+        mark = model.MarkRollout(approved_at=ctx.now)
+        return _with_effects(_decide_rest(ctx, settled=(mark,)), (mark,))
+    n = ctx.names
+    changes = {
+        n.api_image: ctx.image,
+        n.api_capacity: ctx.api_capacity(),
+        n.migration_capacity: "0",
+        **ctx.want.parameters,
+    }
+    return _update(
+        ctx,
+        "switch",
+        changes,
+        Phase.UPDATING_API,
+        f"phase 2: switching the API group to {ctx.image} (revision {ctx.revision[:12]})",
+        [model.MarkRollout(switch_started_at=ctx.now)],
+    )
+
+
+def _converge(ctx: Context) -> model.Decision:
+    """The API group runs the desired image: settle capacities and pins, then verify."""
+    n = ctx.names
+    wanted = {n.migration_capacity: "0", **ctx.want.parameters}
+    if ctx.want.capacity.api != "live":
+        wanted[n.api_capacity] = str(ctx.want.capacity.api)
+    changes = {k: v for k, v in wanted.items() if ctx.params.get(k) != v}
+    stale = ctx.memory.rollout
+    if stale is not None and stale.active and stale.image != ctx.image:
+        # A revert to the image the API group still runs ends the other rollout.
+        end = model.FinishRollout("superseded", ctx.now, f"target changed to {ctx.image}")
+        return _with_effects(_decide_rest(ctx, settled=(end,)), (end,))
+    rollout = ctx.rollout
+    if changes:
+        kind: model.UpdateKind = "switch" if rollout is not None else "scale"
+        return _update(
+            ctx,
+            kind,
+            changes,
+            Phase.UPDATING_API,
+            f"applying {', '.join(sorted(changes))} to {ctx.want.stack_name}",
+            [],
+        )
+    if rollout is None:
+        return _in_sync(ctx, ())
+    if rollout.switched_at is None:
+        mark = model.MarkRollout(switched_at=ctx.now)
+        return _with_effects(_decide_rest(ctx, settled=(mark,)), (mark,))
+    if ctx.want.rollout.verify_health:
+        return _verify(ctx, rollout)
+    return _succeed(ctx, rollout)
+
+
+def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
+    instances = ctx.observed.api_instances
+    want = int(ctx.api_capacity())
+    if instances is not None:
+        live = [i for i in instances if i.lifecycle not in ("Terminating", "Terminated")]
+        wrong = [i.id for i in live if i.image != ctx.image]
+        unhealthy = [i.id for i in live if i.lifecycle != "InService" or i.healthy is False]
+        if not wrong and not unhealthy and len(live) >= want:
+            return _succeed(ctx, rollout)
+        detail = f"{len(live) - len(wrong) - len(unhealthy)}/{want} healthy on {ctx.image}"
+    else:
+        detail = "instances not observed yet"
+    since = rollout.switched_at or rollout.switch_started_at or rollout.started_at
+    if ctx.now - since > ctx.want.rollout.timeout:
+        return _fail(
+            ctx,
+            f"API group not healthy on {ctx.image} within "
+            f"{spec.format_duration(ctx.want.rollout.timeout)} ({detail})",
+        )
+    return model.Decision(Phase.VERIFYING, f"verifying the API group: {detail}", requeue="active")
+
+
+def _succeed(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
+    effects: list[model.Effect] = [model.FinishRollout("succeeded", ctx.now)]
+    if ctx.memory.failure is not None:
+        effects.append(model.ClearFailure())
+    return model.Decision(
+        Phase.IN_SYNC,
+        f"rollout of {ctx.image} succeeded (revision {ctx.revision[:12]})",
+        effects=tuple(effects),
+    )
+
+
+def _in_sync(ctx: Context, effects: tuple[model.Effect, ...]) -> model.Decision:
+    if ctx.memory.failure is not None:
+        effects = (*effects, model.ClearFailure())
+    return model.Decision(
+        Phase.IN_SYNC, f"{ctx.want.stack_name} runs {ctx.image} as specified", effects=effects
+    )
+
+
+# --- failures -------------------------------------------------------------------------
+
+
+def _fail(ctx: Context, reason: str, extra: tuple[model.Effect, ...] = ()) -> model.Decision:
+    previous = ctx.memory.failure
+    same = previous is not None and previous.revision == ctx.revision
+    count = previous.count + 1 if same and previous is not None else 1
+    retry_at = ctx.now + ctx.policy.backoff(count)
+    failure = model.Failure(count, reason, ctx.now, retry_at, ctx.revision, ctx.image)
+    effects: list[model.Effect] = [*extra, model.RecordFailure(failure)]
+    if ctx.rollout is not None:
+        effects.append(model.FinishRollout("failed", ctx.now, reason))
+    return model.Decision(
+        Phase.FAILED,
+        f"{reason}; attempt {count} failed, next retry at {retry_at.isoformat()}",
+        effects=tuple(effects),
+        requeue="retry",
+    )
+
+
+def _fail_migration(ctx: Context, reason: str) -> model.Decision:
+    """A failed migration also stops the migration group, so a retry starts a fresh one."""
+    decision = _fail(ctx, reason)
+    n = ctx.names
+    if ctx.params.get(n.migration_capacity) == "0":
+        return decision
+    stop = _update(
+        ctx, "migrate", {n.migration_capacity: "0"}, Phase.FAILED, "", [], step="stop-migration"
+    )
+    return dataclasses.replace(
+        decision, update=stop.update, effects=decision.effects + stop.effects
+    )
+
+
+# --- building blocks ------------------------------------------------------------------
+
+
+def _start_rollout(ctx: Context, phase1_started_at: dt.datetime) -> model.StartRollout:
+    previous = ctx.memory.rollout
+    # A retry of the same image whose migrations already passed needs no second migration.
+    carried = (
+        previous is not None
+        and previous.image == ctx.image
+        and previous.migrated_at is not None
+        and previous.result == "failed"
+    )
+    return model.StartRollout(
+        image=ctx.image,
+        revision=ctx.revision,
+        from_image=ctx.live_api_image,
+        at=ctx.now,
+        phase1_started_at=previous.phase1_started_at if carried and previous else phase1_started_at,
+        migrated_at=previous.migrated_at if carried and previous else None,
+    )
+
+
+def _update(
+    ctx: Context,
+    kind: model.UpdateKind,
+    changes: Mapping[str, str],
+    phase: Phase,
+    message: str,
+    effects: list[model.Effect],
+    step: str | None = None,
+) -> model.Decision:
+    """A full-parameter UpdateStack, recorded as pending before it is sent."""
+    parameters = tuple((name, changes.get(name)) for name in sorted(ctx.params))
+    # The token names this step in this situation: the same observation gives the same
+    # token (a resend after a crash is harmless), a different one a new token.
+    situation = ",".join(f"{k}:{ctx.params.get(k)}>{v}" for k, v in sorted(changes.items()))
+    token = client_request_token(
+        ctx.name, step or kind, ctx.image, ctx.revision, ctx.attempt(), situation
+    )
+    update = model.StackUpdate(kind, parameters, token)
+    pending = model.Pending(kind, ctx.image, ctx.revision, token, ctx.now, dict(changes))
+    return model.Decision(
+        phase,
+        message,
+        update=update,
+        effects=(*effects, model.SetPending(pending)),
+        requeue="active",
+    )
+
+
+def client_request_token(
+    name: str, step: str, image: str, revision: str, attempt: int, situation: str = ""
+) -> str:
+    """Deterministic per (spec, step, image, revision, attempt, situation)."""
+    key = f"{name}|{step}|{image}|{revision}|{attempt}|{situation}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"reconciler-{step}-{image}-{digest[:20]}"[:128]
+
+
+def _with_effects(decision: model.Decision, effects: tuple[model.Effect, ...]) -> model.Decision:
+    if not effects:
+        return decision
+    return dataclasses.replace(decision, effects=(*effects, *decision.effects))
+
+
+def _with_marks(ctx: Context, effects: tuple[model.Effect, ...]) -> Context:
+    """The context as it will be once `effects` are stored (so one plan() can chain)."""
+    memory = ctx.memory
+    for effect in effects:
+        memory = apply_effect(memory, effect)
+    return dataclasses.replace(ctx, memory=memory)
+
+
+def apply_effect(memory: model.Memory, effect: model.Effect) -> model.Memory:
+    """The pure fold of one effect into memory; the store does the same durably."""
+    r = memory.rollout
+    match effect:
+        case model.StartRollout():
+            rollout = model.RolloutMemory(
+                id=(r.id + 1 if r else 1),
+                image=effect.image,
+                revision=effect.revision,
+                from_image=effect.from_image,
+                started_at=effect.at,
+                phase1_started_at=effect.phase1_started_at,
+                migrated_at=effect.migrated_at,
+            )
+            return dataclasses.replace(memory, rollout=rollout)
+        case model.MarkRollout():
+            if r is None or not r.active:
+                return memory
+            marks = {f.name: getattr(effect, f.name) for f in dataclasses.fields(effect)}
+            return dataclasses.replace(
+                memory,
+                rollout=dataclasses.replace(r, **{k: v for k, v in marks.items() if v is not None}),
+            )
+        case model.FinishRollout():
+            if r is None or not r.active:
+                return memory
+            done = dataclasses.replace(
+                r, result=effect.result, finished_at=effect.at, reason=effect.reason
+            )
+            return dataclasses.replace(memory, rollout=done)
+        case model.SetPending():
+            return dataclasses.replace(memory, pending=effect.pending)
+        case model.ClearPending():
+            return dataclasses.replace(memory, pending=None)
+        case model.RecordFailure():
+            return dataclasses.replace(memory, failure=effect.failure)
+        case model.ClearFailure():
+            return dataclasses.replace(memory, failure=None)
+        case model.ClearRuntimePause():
+            return dataclasses.replace(memory, runtime_pause=None)
+    raise AssertionError(f"unknown effect {effect!r}")  # pragma: no cover
+
+
+def _marks_on_applied(ctx: Context, pending: model.Pending) -> tuple[model.Effect, ...]:
+    """What an applied update means for the rollout's record."""
+    rollout = ctx.rollout
+    if rollout is None or pending.image != ctx.image:
+        return ()
+    if pending.kind == "switch" and ctx.live_api_image == ctx.image:
+        return (model.MarkRollout(switched_at=ctx.now),)
+    return ()
