@@ -1,0 +1,304 @@
+"""The git source: reads spec files from one branch of a repository (ARCHITECTURE "source").
+
+Rules of this file:
+- Clone once into a bare repository under `cache_dir`, reused across restarts; each poll asks
+  `git ls-remote` for the branch head and fetches only when that commit is not already here.
+  A force-push is followed: the fetch refspec is forced (`+`).
+- Specs are read from the commit's tree (`ls-tree`, `cat-file`), never from a working tree.
+- Every `*.yaml` / `*.yml` under `path` is a spec file. A symlink, a submodule or a blob larger
+  than `spec.MAX_SPEC_BYTES` is refused with a SpecError for that file (line 1, no field);
+  its content is never read.
+- A file's revision is the last commit on the branch's first-parent line that changed it
+  (for a merged pull request, the merge commit: the moment the change reached the branch).
+  Only the commits since the previous poll are walked when the old head is an ancestor.
+- git runs as a subprocess with an argument list (never a shell) and a timeout; credentials
+  in a URL (`https://user:token@host/...`) never appear in an error message.
+- `poll` holds a lock: a webhook and the scheduler may both ask for a poll at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import threading
+
+from reconciler import spec
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+_MODE_SYMLINK = "120000"
+_MODE_SUBMODULE = "160000"
+_USERINFO_RE = re.compile(r"(?<=://)[^/@\s]+@")
+_SCP_LIKE_RE = re.compile(r"^[^/]+:")
+_BAD_BRANCH_RE = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)|(\.$)")
+_URL_KEY = "reconciler.url"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecFile:
+    path: str  # path in the repository, e.g. "deploy-specs/biglearn-api.yaml"
+    text: bytes  # the blob
+    blob: str  # blob sha
+    revision: str  # sha of the last commit (reachable from head) that changed this file
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    head: str
+    files: tuple[SpecFile, ...]
+    errors: tuple[spec.SpecError, ...]  # per-file refusals found while reading the tree
+    fetched: bool  # whether this poll fetched
+
+
+class GitError(Exception):
+    """git failed: remote unreachable, branch missing, timeout. The message is redacted."""
+
+
+def redact(text: str) -> str:
+    """Hide `user:password@` in every URL of `text`."""
+    return _USERINFO_RE.sub("***@", text)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    mode: str
+    kind: str
+    blob: str
+    size: int
+    path: str
+
+
+class GitSource:
+    """One branch of one repository; `poll()` returns what `path` holds at the branch head."""
+
+    def __init__(
+        self, url: str, branch: str, path: str, cache_dir: pathlib.Path, timeout: float = 60.0
+    ) -> None:
+        if not url or url.startswith("-"):
+            raise ValueError(f"not a repository URL: {redact(url)!r}")
+        if not branch or _BAD_BRANCH_RE.search(branch):
+            raise ValueError(f"not a branch name: {branch!r}")
+        self.url = _absolute_if_local(url)
+        self.branch = branch
+        self.path = path.strip("/") if path.strip("/") != "." else ""
+        self.repo_dir = pathlib.Path(cache_dir) / "repo.git"
+        self.timeout = timeout
+        self.fetch_count = 0  # fetches done by this object: lets callers (and tests) see cost
+        self._last: Snapshot | None = None
+        self._ready = False
+        self._lock = threading.Lock()
+
+    @property
+    def ref(self) -> str:
+        return f"refs/heads/{self.branch}"
+
+    def poll(self) -> Snapshot:
+        """The specs at the branch head; raises GitError when the remote cannot be read."""
+        with self._lock:
+            head = self._remote_head()
+            if self._last is not None and self._last.head == head:
+                return dataclasses.replace(self._last, fetched=False)
+            self._ensure_repo()
+            fetched = False
+            if not self._has_commit(head):
+                head = self._fetch()
+                fetched = True
+            else:
+                # Keep the commit referenced so gc never prunes what we read (a force-push
+                # back to an older commit needs no fetch).
+                self._git("update-ref", self.ref, head)
+            snapshot = self._read(head, fetched)
+            self._last = snapshot
+            return snapshot
+
+    # -- remote -----------------------------------------------------------------------------
+
+    def _remote_head(self) -> str:
+        out = self._git("ls-remote", self.url, self.ref, in_repo=False).decode()
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            if name == self.ref:
+                return sha
+        raise GitError(f"branch {self.branch!r} not found in {redact(self.url)}")
+
+    def _fetch(self) -> str:
+        self.fetch_count += 1
+        self._git("fetch", "--quiet", "--no-tags", self.url, f"+{self.ref}:{self.ref}")
+        # The remote may have moved since ls-remote: read what was actually fetched.
+        return self._git("rev-parse", "--verify", f"{self.ref}^{{commit}}").decode().strip()
+
+    def _ensure_repo(self) -> None:
+        if self._ready:
+            return
+        key = redact(self.url)
+        if self.repo_dir.exists() and self._config_url() != key:
+            # Another repository (or a broken one) lives here: the cache is ours to replace.
+            shutil.rmtree(self.repo_dir)
+        if not self.repo_dir.exists():
+            self.repo_dir.parent.mkdir(parents=True, exist_ok=True)
+            self._git("init", "--quiet", "--bare", str(self.repo_dir), in_repo=False)
+            # The redacted URL identifies the cache; the credentials stay out of the config.
+            self._git("config", _URL_KEY, key)
+        self._ready = True
+
+    def _config_url(self) -> str | None:
+        try:
+            return self._git("config", "--get", _URL_KEY).decode().strip()
+        except GitError:
+            return None
+
+    def _has_commit(self, sha: str) -> bool:
+        try:
+            self._git("cat-file", "-e", f"{sha}^{{commit}}")
+        except GitError:
+            return False
+        return True
+
+    # -- tree -------------------------------------------------------------------------------
+
+    def _read(self, head: str, fetched: bool) -> Snapshot:
+        entries = self._spec_entries(head)
+        refusals = {e.path: _refusal(e) for e in entries}
+        errors = [err for err in refusals.values() if err is not None]
+        accepted = [e for e in entries if refusals[e.path] is None]
+        texts = self._blobs(accepted)
+        revisions = self._revisions(head, [e.path for e in accepted])
+        files = tuple(SpecFile(e.path, texts[e.blob], e.blob, revisions[e.path]) for e in accepted)
+        return Snapshot(head, files, tuple(errors), fetched)
+
+    def _spec_entries(self, head: str) -> list[_Entry]:
+        args = ["ls-tree", "-r", "-l", "-z", head]
+        if self.path:
+            args += ["--", self.path]
+        out = self._git("--literal-pathspecs", *args).decode("utf-8", "surrogateescape")
+        entries = []
+        for record in filter(None, out.split("\0")):
+            meta, _, path = record.partition("\t")
+            mode, kind, blob, size = meta.split()
+            if path.endswith(SPEC_SUFFIXES):
+                entries.append(_Entry(mode, kind, blob, int(size) if size != "-" else 0, path))
+        return sorted(entries, key=lambda e: e.path)
+
+    def _blobs(self, entries: list[_Entry]) -> dict[str, bytes]:
+        """Blob texts by sha: reused from the last snapshot, the rest in one `cat-file`."""
+        known = {f.blob: f.text for f in self._last.files} if self._last else {}
+        wanted = sorted({e.blob for e in entries} - known.keys())
+        if wanted:
+            out = self._git("cat-file", "--batch", stdin="".join(f"{b}\n" for b in wanted))
+            known.update(_parse_batch(out))
+        return known
+
+    def _revisions(self, head: str, paths: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        last = self._last
+        if paths and last is not None and self._is_ancestor(last.head, head):
+            # Files untouched since the last head keep their revision; walk only the new part.
+            found = self._walk(f"{last.head}..{head}", paths)
+            previous = {f.path: f.revision for f in last.files}
+            found.update({p: previous[p] for p in paths if p not in found and p in previous})
+        missing = [p for p in paths if p not in found]
+        if missing:
+            found.update(self._walk(head, missing))
+        return found
+
+    def _walk(self, revisions: str, paths: list[str]) -> dict[str, str]:
+        """The newest commit in `revisions` (first-parent line) that changed each path."""
+        out = self._git(
+            "--literal-pathspecs",
+            "log",
+            "-z",
+            "--first-parent",
+            "--diff-merges=first-parent",
+            "--no-renames",
+            "--format=%x01%H",
+            "--name-only",
+            revisions,
+            "--",
+            *paths,
+        ).decode("utf-8", "surrogateescape")
+        wanted, found = set(paths), {}
+        for record in filter(None, out.split("\x01")):
+            sha, _, names = record.partition("\0")
+            for name in names.removeprefix("\n").split("\0"):
+                if name in wanted and name not in found:
+                    found[name] = sha
+        return found
+
+    def _is_ancestor(self, old: str, new: str) -> bool:
+        try:
+            self._git("merge-base", "--is-ancestor", old, new)
+        except GitError:
+            return False
+        return True
+
+    # -- git --------------------------------------------------------------------------------
+
+    def _git(self, *args: str, in_repo: bool = True, stdin: str = "") -> bytes:
+        """Run git (in the cache repository unless told); GitError, redacted, on failure."""
+        argv = ["git"]
+        if in_repo:
+            argv += ["--git-dir", str(self.repo_dir)]
+        argv += list(args)
+        try:
+            result = subprocess.run(
+                argv,
+                input=stdin.encode(),
+                capture_output=True,
+                timeout=self.timeout,
+                env=_git_env(),
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise GitError(f"git {args[0]} timed out after {self.timeout:g}s") from exc
+        except OSError as exc:
+            raise GitError(f"git could not run: {exc}") from exc
+        if result.returncode != 0:
+            detail = result.stderr.decode("utf-8", "replace").strip()
+            raise GitError(redact(f"git {args[0]} failed ({result.returncode}): {detail}"))
+        return result.stdout
+
+
+def _refusal(entry: _Entry) -> spec.SpecError | None:
+    if entry.mode == _MODE_SYMLINK:
+        return spec.SpecError(entry.path, 1, "", "a symlink is not read as a spec")
+    if entry.mode == _MODE_SUBMODULE or entry.kind != "blob":
+        return spec.SpecError(entry.path, 1, "", "not a regular file")
+    if entry.size > spec.MAX_SPEC_BYTES:
+        return spec.SpecError(entry.path, 1, "", f"file is larger than {spec.MAX_SPEC_BYTES} bytes")
+    return None
+
+
+def _parse_batch(out: bytes) -> dict[str, bytes]:
+    """`git cat-file --batch` output: `<sha> <type> <size>\\n<content>\\n` per object."""
+    blobs, pos = {}, 0
+    while pos < len(out):
+        header_end = out.index(b"\n", pos)
+        header = out[pos:header_end].decode().split()
+        if len(header) != 3:
+            raise GitError(f"git cat-file: unexpected answer {' '.join(header)!r}")
+        size = int(header[2])
+        start = header_end + 1
+        blobs[header[0]] = out[start : start + size]
+        pos = start + size + 1
+    return blobs
+
+
+def _absolute_if_local(url: str) -> str:
+    """A local path is made absolute, since git runs with `--git-dir` in the cache."""
+    if "://" in url or _SCP_LIKE_RE.match(url):
+        return url
+    return str(pathlib.Path(url).expanduser().resolve())
+
+
+def _git_env() -> dict[str, str]:
+    # Never wait on a password prompt: a daemon has no one to type it.
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+
+def blob_sha(data: bytes) -> str:
+    """git's object id of a blob with this content (for files read outside git)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()

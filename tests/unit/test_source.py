@@ -1,0 +1,366 @@
+"""GitSource against real local repositories: clone, poll, fetch, force-push, refusals."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+from reconciler import spec
+from reconciler.catalog import Catalog
+from reconciler.source import GitError, GitSource, Snapshot, blob_sha, redact
+
+SPEC = """\
+apiVersion: reconciler/v1
+kind: StackDeployment
+metadata:
+  name: {name}
+spec:
+  stackName: Stack1
+  region: us-east-1
+  image: {image}
+"""
+AMI_A = "ami-37884c4d"
+AMI_B = "ami-0123456789abcdef0"
+
+
+def spec_text(name: str = "biglearn-api", image: str = AMI_A) -> str:
+    return SPEC.format(name=name, image=image)
+
+
+class Upstream:
+    """A repository with a working tree on `main` that the tests commit to, as people would."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        root.mkdir()
+        self.git("init", "--quiet", "--initial-branch=main")
+
+    def git(self, *args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=self.root, capture_output=True, text=True, check=True
+        )
+        return result.stdout.strip()
+
+    def write(self, path: str, text: str | bytes) -> None:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            target.write_bytes(text)
+        else:
+            target.write_text(text)
+
+    def commit(self, message: str, **files: str | bytes) -> str:
+        """Write `files` (keyword names with `__` for `/`) and commit everything."""
+        for name, text in files.items():
+            self.write(name.replace("__", "/"), text)
+        self.git("add", "--all")
+        self.git("commit", "--quiet", "--allow-empty", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+
+@pytest.fixture(autouse=True)
+def _git_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    # Commits need an identity; the user's global config must not change what the tests see.
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
+
+
+@pytest.fixture
+def upstream(tmp_path: pathlib.Path) -> Upstream:
+    repo = Upstream(tmp_path / "upstream")
+    repo.commit("first spec", **{"deploy-specs__biglearn-api.yaml": spec_text()})
+    return repo
+
+
+def source_for(repo: Upstream, tmp_path: pathlib.Path, **kwargs: float) -> GitSource:
+    return GitSource(str(repo.root), "main", "deploy-specs", tmp_path / "cache", **kwargs)
+
+
+def by_path(snapshot: Snapshot) -> dict[str, str]:
+    return {f.path: f.text.decode() for f in snapshot.files}
+
+
+def test_first_poll_clones_bare_and_reads_specs_from_the_head_tree(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """The first poll clones (one fetch) into a bare cache and reads the spec blobs."""
+    upstream.commit("not a spec", **{"README.md": "hi", "other__x.yaml": "outside path"})
+    source = source_for(upstream, tmp_path)
+    snapshot = source.poll()
+    assert snapshot.head == upstream.head()
+    assert snapshot.fetched and source.fetch_count == 1
+    assert by_path(snapshot) == {"deploy-specs/biglearn-api.yaml": spec_text()}
+    assert snapshot.errors == ()
+    assert (source.repo_dir / "HEAD").exists() and not (source.repo_dir / "deploy-specs").exists()
+
+
+def test_poll_does_not_fetch_when_the_head_did_not_move(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """An unchanged head costs one ls-remote: no fetch, the same files."""
+    source = source_for(upstream, tmp_path)
+    first = source.poll()
+    second = source.poll()
+    assert source.fetch_count == 1
+    assert not second.fetched
+    assert second.files == first.files and second.head == first.head
+
+
+def test_a_new_commit_is_fetched(upstream: Upstream, tmp_path: pathlib.Path) -> None:
+    """A moved head is fetched and its content read."""
+    source = source_for(upstream, tmp_path)
+    source.poll()
+    head = upstream.commit("bump", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    snapshot = source.poll()
+    assert snapshot.fetched and source.fetch_count == 2
+    assert snapshot.head == head
+    assert AMI_B in by_path(snapshot)["deploy-specs/biglearn-api.yaml"]
+
+
+def test_nested_yml_and_yaml_files_are_read(upstream: Upstream, tmp_path: pathlib.Path) -> None:
+    """Every *.yaml and *.yml under the path, at any depth, is a spec file; others are not."""
+    upstream.commit(
+        "more",
+        **{
+            "deploy-specs__team__b.yml": spec_text("b"),
+            "deploy-specs__notes.txt": "no",
+        },
+    )
+    snapshot = source_for(upstream, tmp_path).poll()
+    assert sorted(by_path(snapshot)) == [
+        "deploy-specs/biglearn-api.yaml",
+        "deploy-specs/team/b.yml",
+    ]
+
+
+def test_force_push_that_rewrites_history_is_followed(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """A branch rewritten to an unrelated commit is fetched (forced refspec) and read."""
+    source = source_for(upstream, tmp_path)
+    upstream.commit("bad", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    assert AMI_B in by_path(source.poll())["deploy-specs/biglearn-api.yaml"]
+    upstream.git("reset", "--quiet", "--hard", "HEAD~1")
+    rewritten = upstream.commit("rewritten", **{"deploy-specs__new.yaml": spec_text("new")})
+    snapshot = source.poll()
+    assert snapshot.head == rewritten
+    assert AMI_A in by_path(snapshot)["deploy-specs/biglearn-api.yaml"]
+    assert "deploy-specs/new.yaml" in by_path(snapshot)
+    assert source._git("rev-parse", source.ref).decode().strip() == rewritten
+
+
+def test_reset_to_a_commit_already_held_needs_no_fetch(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """Going back to a commit the cache already has is read without fetching."""
+    first = upstream.head()
+    source = source_for(upstream, tmp_path)
+    upstream.commit("second", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    source.poll()
+    upstream.git("reset", "--quiet", "--hard", first)
+    snapshot = source.poll()
+    assert snapshot.head == first and not snapshot.fetched and source.fetch_count == 1
+    assert AMI_A in by_path(snapshot)["deploy-specs/biglearn-api.yaml"]
+
+
+def test_cache_is_reused_across_restarts(upstream: Upstream, tmp_path: pathlib.Path) -> None:
+    """A new GitSource on the same cache and URL finds the commit there and does not fetch."""
+    source_for(upstream, tmp_path).poll()
+    restarted = source_for(upstream, tmp_path)
+    snapshot = restarted.poll()
+    assert restarted.fetch_count == 0 and not snapshot.fetched
+    assert by_path(snapshot) == {"deploy-specs/biglearn-api.yaml": spec_text()}
+
+
+def test_cache_of_another_url_is_replaced(upstream: Upstream, tmp_path: pathlib.Path) -> None:
+    """A cache made for another repository is not trusted: it is recreated and fetched."""
+    source_for(upstream, tmp_path).poll()
+    other = Upstream(tmp_path / "other")
+    other.commit("other", **{"deploy-specs__o.yaml": spec_text("o")})
+    source = source_for(other, tmp_path)
+    snapshot = source.poll()
+    assert source.fetch_count == 1
+    assert list(by_path(snapshot)) == ["deploy-specs/o.yaml"]
+
+
+def test_revision_is_the_commit_that_changed_each_file_not_head(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """Each file's revision is its last changing commit, on the first poll and incrementally."""
+    first = upstream.head()
+    second = upstream.commit("b", **{"deploy-specs__b.yaml": spec_text("b")})
+    upstream.commit("unrelated", **{"README.md": "x"})
+    source = source_for(upstream, tmp_path)
+    revisions = {f.path: f.revision for f in source.poll().files}
+    assert revisions == {"deploy-specs/biglearn-api.yaml": first, "deploy-specs/b.yaml": second}
+
+    third = upstream.commit("bump b", **{"deploy-specs__b.yaml": spec_text("b", AMI_B)})
+    upstream.commit("unrelated again", **{"README.md": "y"})
+    revisions = {f.path: f.revision for f in source.poll().files}
+    assert revisions == {"deploy-specs/biglearn-api.yaml": first, "deploy-specs/b.yaml": third}
+
+
+def test_revision_follows_a_change_and_revert_between_polls(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """Same blob as last poll but changed and reverted since: the revert is the revision."""
+    source = source_for(upstream, tmp_path)
+    source.poll()
+    upstream.commit("bump", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    revert = upstream.commit("revert", **{"deploy-specs__biglearn-api.yaml": spec_text()})
+    (file,) = source.poll().files
+    assert file.revision == revert
+
+
+def test_revision_of_a_merged_pull_request_is_the_merge_commit(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """A change merged with --no-ff gets the merge commit: when it reached the branch."""
+    upstream.git("checkout", "--quiet", "-b", "pr")
+    upstream.commit("bump", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    upstream.git("checkout", "--quiet", "main")
+    upstream.commit("unrelated", **{"README.md": "x"})
+    upstream.git("merge", "--quiet", "--no-ff", "-m", "merge pr", "pr")
+    (file,) = source_for(upstream, tmp_path).poll().files
+    assert file.revision == upstream.head()
+
+
+def test_symlink_is_refused_and_not_read(upstream: Upstream, tmp_path: pathlib.Path) -> None:
+    """A symlink named *.yaml is an error for that file (line 1), never followed."""
+    (upstream.root / "deploy-specs" / "link.yaml").symlink_to("/etc/passwd")
+    upstream.commit("link")
+    snapshot = source_for(upstream, tmp_path).poll()
+    assert list(by_path(snapshot)) == ["deploy-specs/biglearn-api.yaml"]
+    (error,) = snapshot.errors
+    assert (error.file, error.line, error.field) == ("deploy-specs/link.yaml", 1, "")
+    assert "symlink" in error.message
+
+
+def test_file_over_the_size_limit_is_refused(upstream: Upstream, tmp_path: pathlib.Path) -> None:
+    """A blob over spec.MAX_SPEC_BYTES is an error for that file, its content not read."""
+    huge = "# " + "x" * spec.MAX_SPEC_BYTES + "\n"
+    upstream.commit("huge", **{"deploy-specs__huge.yaml": huge})
+    snapshot = source_for(upstream, tmp_path).poll()
+    assert "deploy-specs/huge.yaml" not in by_path(snapshot)
+    (error,) = snapshot.errors
+    assert (error.file, error.line) == ("deploy-specs/huge.yaml", 1)
+    assert str(spec.MAX_SPEC_BYTES) in error.message
+
+
+def test_unreachable_remote_raises_and_a_later_poll_recovers(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """A remote that cannot be read raises GitError; once back, polling works again."""
+    source = source_for(upstream, tmp_path)
+    source.poll()
+    moved = upstream.root.with_name("moved")
+    upstream.root.rename(moved)
+    with pytest.raises(GitError):
+        source.poll()
+    moved.rename(upstream.root)
+    head = upstream.commit("after outage", **{"deploy-specs__b.yaml": spec_text("b")})
+    snapshot = source.poll()
+    assert snapshot.head == head and len(snapshot.files) == 2
+
+
+def test_first_poll_of_an_unreachable_remote_raises(tmp_path: pathlib.Path) -> None:
+    """No repository at all: GitError, and nothing half-made blocks a later success."""
+    source = GitSource(str(tmp_path / "nowhere"), "main", "deploy-specs", tmp_path / "cache")
+    with pytest.raises(GitError):
+        source.poll()
+
+
+def test_missing_branch_raises(upstream: Upstream, tmp_path: pathlib.Path) -> None:
+    """A branch the remote does not have is a GitError naming the branch."""
+    source = GitSource(str(upstream.root), "release", "deploy-specs", tmp_path / "cache")
+    with pytest.raises(GitError, match="release"):
+        source.poll()
+
+
+def test_errors_never_show_credentials() -> None:
+    """user:password@ in a URL is redacted from messages."""
+    source = GitSource(
+        "https://bob:s3cret@127.0.0.1:1/repo.git", "main", "specs", pathlib.Path("/nonexistent")
+    )
+    with pytest.raises(GitError) as caught:
+        source.poll()
+    assert "s3cret" not in str(caught.value)
+    assert redact("see https://bob:tok@host/r and ssh://git@h/x") == (
+        "see https://***@host/r and ssh://***@h/x"
+    )
+
+
+@pytest.mark.parametrize("branch", ["", "-x", "a..b", "a b", "a:b", "refs/"])
+def test_bad_branch_names_are_refused(branch: str) -> None:
+    """Branch names that could be options or refspec syntax are refused up front."""
+    with pytest.raises(ValueError, match="branch"):
+        GitSource("/r", branch, "specs", pathlib.Path("/c"))
+
+
+def test_url_that_looks_like_an_option_is_refused() -> None:
+    """A URL starting with '-' would be read by git as an option."""
+    with pytest.raises(ValueError, match="URL"):
+        GitSource("--upload-pack=evil", "main", "specs", pathlib.Path("/c"))
+
+
+def test_blob_sha_matches_git(upstream: Upstream) -> None:
+    """blob_sha computes git's object id, so local files compare with blobs."""
+    assert blob_sha(spec_text().encode()) == upstream.git(
+        "rev-parse", "HEAD:deploy-specs/biglearn-api.yaml"
+    )
+
+
+# -- source and catalog together -------------------------------------------------------------
+
+
+def test_file_removed_from_git_stops_being_managed(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """Deleting a spec file removes its stack from the catalog."""
+    upstream.commit("b", **{"deploy-specs__b.yaml": spec_text("b")})
+    source, catalog = source_for(upstream, tmp_path), Catalog()
+    catalog.update(source.poll())
+    assert sorted(catalog.specs) == ["b", "biglearn-api"]
+    upstream.git("rm", "--quiet", "deploy-specs/b.yaml")
+    upstream.commit("remove b")
+    catalog.update(source.poll())
+    assert sorted(catalog.specs) == ["biglearn-api"]
+
+
+def test_invalid_newer_version_keeps_the_last_valid_one(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """A broken commit is reported with file and line; the last valid version stays, stale."""
+    source, catalog = source_for(upstream, tmp_path), Catalog()
+    good = upstream.head()
+    catalog.update(source.poll())
+    broken = spec_text(image=AMI_B).replace("region: us-east-1", "regoin: us-east-1")
+    upstream.commit("typo", **{"deploy-specs__biglearn-api.yaml": broken})
+    catalog.update(source.poll())
+    loaded = catalog.specs["biglearn-api"]
+    assert loaded.stale and loaded.revision == good
+    assert loaded.deployment.spec.image == AMI_A
+    located = {(e.file, e.line, e.field) for e in catalog.errors}
+    assert ("deploy-specs/biglearn-api.yaml", 7, "spec.regoin") in located
+
+
+def test_duplicate_names_in_git_manage_neither_new_file(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """Two new files with one name: both reported, neither managed; the old one is unaffected."""
+    upstream.commit(
+        "dups", **{"deploy-specs__x1.yaml": spec_text("x"), "deploy-specs__x2.yaml": spec_text("x")}
+    )
+    catalog = Catalog()
+    catalog.update(source_for(upstream, tmp_path).poll())
+    assert sorted(catalog.specs) == ["biglearn-api"]
+    assert {e.file for e in catalog.errors} == {"deploy-specs/x1.yaml", "deploy-specs/x2.yaml"}
