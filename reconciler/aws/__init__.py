@@ -1,0 +1,23 @@
+"""The AWS edge: observe a stack, send one update, read the migration record.
+
+Rules of this package:
+- Only this package imports boto3 / botocore; the planner never sees them.
+- Functions take a `Clients` (the shared, counted client cache) and a spec; they return
+  `reconciler.model` values or raise the package's own errors (UpdateRefused,
+  RecordInvalid), botocore errors for everything that is AWS's problem.
+"""
+
+from reconciler.aws.act import UpdateRefused, client_request_token, send_update
+from reconciler.aws.clients import Clients
+from reconciler.aws.observe import observe
+from reconciler.aws.records import RecordInvalid, read_record
+
+__all__ = [
+    "Clients",
+    "RecordInvalid",
+    "UpdateRefused",
+    "client_request_token",
+    "observe",
+    "read_record",
+    "send_update",
+]

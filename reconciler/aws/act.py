@@ -1,0 +1,95 @@
+"""Act on one stack: send one UpdateStack, the only write the daemon makes to a stack.
+
+Rules of this file:
+- The previous template, always; the daemon changes parameters, never templates.
+- Every parameter of the update is sent: a value, or UsePreviousValue (CloudFormation
+  resets a parameter left out to its template default).
+- "No updates are to be performed." is "noop", not an error. A token CloudFormation has
+  already seen means this very request reached it before (a retry): "sent".
+- Any other refusal raises UpdateRefused(code, message) for the engine to record.
+- Tokens are derived, never random: the same (name, kind, image, revision, attempt) gives
+  the same token, so a retried step cannot start a second update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import TYPE_CHECKING, Literal
+
+from botocore.exceptions import ClientError
+
+from reconciler import model, spec
+from reconciler.aws.clients import Clients
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudformation.literals import CapabilityType
+    from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
+
+# Harmless when the template needs none; needed when it names IAM resources or macros.
+CAPABILITIES: list[CapabilityType] = [
+    "CAPABILITY_IAM",
+    "CAPABILITY_NAMED_IAM",
+    "CAPABILITY_AUTO_EXPAND",
+]
+NO_UPDATES = "No updates are to be performed"
+TOKEN_MAX = 128
+_TOKEN_BAD = re.compile(r"[^-a-zA-Z0-9]+")
+
+
+class UpdateRefused(Exception):
+    """CloudFormation refused the update (stack busy, bad parameter, no permission...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def send_update(
+    clients: Clients, sp: spec.Spec, update: model.StackUpdate
+) -> Literal["sent", "noop"]:
+    """Send `update` to the spec's stack; "noop" when the stack already has those values."""
+    cfn = clients.cloudformation(sp.region, sp.role_arn)
+    try:
+        cfn.update_stack(
+            StackName=sp.stack_name,
+            UsePreviousTemplate=True,
+            Parameters=parameters(update),
+            Capabilities=CAPABILITIES,
+            ClientRequestToken=update.token,
+        )
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", "Unknown"), error.get("Message", str(exc))
+        if code == "ValidationError" and NO_UPDATES in message:
+            return "noop"
+        if code == "TokenAlreadyExistsException":
+            return "sent"
+        raise UpdateRefused(code, message) from exc
+    return "sent"
+
+
+def parameters(update: model.StackUpdate) -> list[ParameterTypeDef]:
+    """The update's parameters as UpdateStack takes them, None as UsePreviousValue."""
+    return [
+        {"ParameterKey": name, "UsePreviousValue": True}
+        if value is None
+        else {"ParameterKey": name, "ParameterValue": value}
+        for name, value in update.parameters
+    ]
+
+
+def client_request_token(name: str, kind: str, image: str, revision: str, attempt: int) -> str:
+    """A deterministic ClientRequestToken: [a-zA-Z][-a-zA-Z0-9]*, at most 128 characters.
+
+    Readable when it fits (`rc-biglearn-api-migrate-ami-0abc-1a2b3c4d5e6f-1`), so a stack
+    event points back at the spec; hashed down when it does not, still unique per input.
+    """
+    parts = (name, kind, image, revision[:12], str(attempt))
+    readable = "rc-" + "-".join(_TOKEN_BAD.sub("-", p).strip("-") or "x" for p in parts)
+    if len(readable) <= TOKEN_MAX:
+        return readable
+    digest = hashlib.sha256("\0".join((name, kind, image, revision, str(attempt))).encode())
+    suffix = "-" + digest.hexdigest()[:32]
+    return readable[: TOKEN_MAX - len(suffix)].rstrip("-") + suffix

@@ -1,0 +1,280 @@
+"""Observe one stack: everything the planner may know about it, read now, in few calls.
+
+Rules of this file:
+- Read only; nothing here changes AWS.
+- Budget: one DescribeStacks always. Only when the stack is settled (a stable status, see
+  STABLE) the groups are read: DescribeStackResources, DescribeAutoScalingGroups,
+  DescribeInstances (batched), one health call per load balancer. A busy stack or one that
+  needs a person costs one call (plus the record): nothing would be acted on anyway.
+- DescribeStackEvents only when DescribeStacks gives no LastUpdatedTime for a stack that
+  has been updated (moto omits it; real AWS does not).
+- The migration record is read only when the spec has a check and the live API image is
+  not the target (`read_record=None`); a record that cannot count (RecordInvalid) is
+  reported through `on_warning` and observed as absent: it must not block the stack.
+- What a person must fix (a resource name the stack does not have, a group that is gone)
+  goes to Observed.problem, in words that say what to change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from reconciler import model, spec
+from reconciler.aws import records
+from reconciler.aws.clients import Clients
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_cloudformation.type_defs import StackTypeDef
+
+log = logging.getLogger(__name__)
+
+OnWarning = Callable[[str], None]
+
+STABLE = frozenset(
+    {
+        "CREATE_COMPLETE",
+        "UPDATE_COMPLETE",
+        "UPDATE_ROLLBACK_COMPLETE",
+        "IMPORT_COMPLETE",
+        "IMPORT_ROLLBACK_COMPLETE",
+    }
+)
+GROUP_TYPE = "AWS::AutoScaling::AutoScalingGroup"
+STACK_TYPE = "AWS::CloudFormation::Stack"
+EVENT_PAGES = 3  # the stack's UPDATE_IN_PROGRESS is normally on the first page of 100
+INSTANCE_BATCH = 200  # the most values one EC2 filter takes
+RESOURCES_PAGE = 100  # DescribeStackResources answers at most this many, unpaged
+
+
+def observe(
+    clients: Clients,
+    sp: spec.Spec,
+    image: str,
+    *,
+    read_record: bool | None = None,
+    on_warning: OnWarning | None = None,
+) -> model.Observed:
+    """What the stack of `sp` looks like now, for the planner bringing it to `image`."""
+    warn = on_warning or log.warning
+    cfn = clients.cloudformation(sp.region, sp.role_arn)
+    stack = _describe_stack(cfn, sp.stack_name)
+    if stack is None:
+        return model.Observed(stack=None)
+    view = _stack_view(cfn, stack)
+    record = _record(clients, sp, image, view, read_record, warn)
+    if view.status not in STABLE:
+        return model.Observed(stack=view, migration_record=record)
+    groups = _group_names(cfn, sp)
+    if isinstance(groups, _Problem):
+        return model.Observed(stack=view, migration_record=record, problem=groups.message)
+    group = _describe_group(clients, sp, groups)
+    if group is None:
+        problem = (
+            f"the Auto Scaling group {groups!r} of resource {sp.resource_names.api_group!r} "
+            f"in stack {sp.stack_name!r} does not exist; was it deleted outside CloudFormation?"
+        )
+        return model.Observed(stack=view, migration_record=record, problem=problem)
+    return model.Observed(
+        stack=view,
+        api_desired_capacity=group["DesiredCapacity"],
+        api_instances=_instances(clients, sp, group),
+        migration_record=record,
+    )
+
+
+# --- the stack ------------------------------------------------------------------------
+
+
+def _describe_stack(cfn: CloudFormationClient, name: str) -> StackTypeDef | None:
+    try:
+        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ValidationError" and "does not exist" in error.get("Message", ""):
+            return None
+        raise
+    return stacks[0] if stacks else None
+
+
+def _stack_view(cfn: CloudFormationClient, stack: StackTypeDef) -> model.StackView:
+    return model.StackView(
+        status=stack["StackStatus"],
+        # A failed update in moto can leave a parameter without a value: "" keeps the
+        # key visible (every template parameter is listed) without inventing a value.
+        parameters={
+            p["ParameterKey"]: p.get("ParameterValue", "")
+            for p in stack.get("Parameters", [])
+            if "ParameterKey" in p
+        },
+        last_updated=_last_updated(cfn, stack),
+        status_reason=stack.get("StackStatusReason"),
+    )
+
+
+def _last_updated(cfn: CloudFormationClient, stack: StackTypeDef) -> dt.datetime | None:
+    if "LastUpdatedTime" in stack:
+        return _utc(stack["LastUpdatedTime"])
+    status = stack["StackStatus"]
+    if status.startswith(("CREATE_", "ROLLBACK_", "IMPORT_")):
+        return None  # never updated: nothing to look up
+    pages = cfn.get_paginator("describe_stack_events").paginate(StackName=stack["StackId"])
+    for number, page in enumerate(pages):
+        for event in page["StackEvents"]:  # newest first
+            if (
+                event.get("ResourceType") == STACK_TYPE
+                and event.get("PhysicalResourceId") in (stack["StackId"], None)
+                and event.get("ResourceStatus") == "UPDATE_IN_PROGRESS"
+            ):
+                return _utc(event["Timestamp"])
+        if number + 1 >= EVENT_PAGES:
+            break
+    return None
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
+# --- the groups -----------------------------------------------------------------------
+
+
+class _Problem:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _group_names(cfn: CloudFormationClient, sp: spec.Spec) -> str | _Problem:
+    """The API group's physical name; a problem when either logical id is not a group."""
+    resources = _resources(cfn, sp.stack_name)
+    wanted = (
+        ("resourceNames.apiGroup", sp.resource_names.api_group),
+        ("resourceNames.migrationGroup", sp.resource_names.migration_group),
+    )
+    missing = [
+        f"{field} {logical!r}"
+        for field, logical in wanted
+        if resources.get(logical, ("", ""))[0] != GROUP_TYPE
+    ]
+    if missing:
+        groups = sorted(k for k, (kind, _) in resources.items() if kind == GROUP_TYPE)
+        return _Problem(
+            f"stack {sp.stack_name!r} has no Auto Scaling group for {' and '.join(missing)}; "
+            f"its groups are {', '.join(groups) or 'none'}: fix resourceNames in the spec"
+        )
+    physical = resources[sp.resource_names.api_group][1]
+    if not physical:
+        return _Problem(f"resource {sp.resource_names.api_group!r} has no physical id yet")
+    return physical
+
+
+def _resources(cfn: CloudFormationClient, stack_name: str) -> dict[str, tuple[str, str]]:
+    """Logical id -> (type, physical id); one call unless the stack is very large."""
+    found = cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+    pairs: Iterable[tuple[str, str, str]] = (
+        (r["LogicalResourceId"], r["ResourceType"], r.get("PhysicalResourceId", "")) for r in found
+    )
+    if len(found) >= RESOURCES_PAGE:  # DescribeStackResources stops at 100: page instead
+        pages = cfn.get_paginator("list_stack_resources").paginate(StackName=stack_name)
+        pairs = (
+            (r["LogicalResourceId"], r["ResourceType"], r.get("PhysicalResourceId", ""))
+            for page in pages
+            for r in page["StackResourceSummaries"]
+        )
+    return {logical: (kind, physical) for logical, kind, physical in pairs}
+
+
+def _describe_group(clients: Clients, sp: spec.Spec, name: str) -> AutoScalingGroupTypeDef | None:
+    asg = clients.autoscaling(sp.region, sp.role_arn)
+    groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    return groups[0] if groups else None
+
+
+def _instances(
+    clients: Clients, sp: spec.Spec, group: AutoScalingGroupTypeDef
+) -> tuple[model.Instance, ...]:
+    members = group.get("Instances", [])
+    ids = [m["InstanceId"] for m in members]
+    images = _images(clients, sp, ids)
+    health = _health(clients, sp, group, ids)
+    return tuple(
+        model.Instance(
+            id=m["InstanceId"],
+            image=images.get(m["InstanceId"]),
+            lifecycle=m["LifecycleState"],
+            healthy=None if health is None else health.get(m["InstanceId"], False),
+        )
+        for m in members
+    )
+
+
+def _images(clients: Clients, sp: spec.Spec, ids: Sequence[str]) -> dict[str, str]:
+    """Instance id -> AMI. A filter, not InstanceIds: an id already gone is no error."""
+    ec2 = clients.ec2(sp.region, sp.role_arn)
+    images: dict[str, str] = {}
+    for start in range(0, len(ids), INSTANCE_BATCH):
+        batch = list(ids[start : start + INSTANCE_BATCH])
+        pages = ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-id", "Values": batch}]
+        )
+        for page in pages:
+            for reservation in page["Reservations"]:
+                for inst in reservation.get("Instances", []):
+                    if "ImageId" in inst:
+                        images[inst["InstanceId"]] = inst["ImageId"]
+    return images
+
+
+def _health(
+    clients: Clients, sp: spec.Spec, group: AutoScalingGroupTypeDef, ids: Sequence[str]
+) -> dict[str, bool] | None:
+    """Instance id -> healthy in every load balancer of the group; None without any."""
+    verdicts: list[Mapping[str, bool]] = []
+    elb = clients.elb(sp.region, sp.role_arn)
+    for name in group.get("LoadBalancerNames", []):
+        states = elb.describe_instance_health(LoadBalancerName=name)["InstanceStates"]
+        verdicts.append({s["InstanceId"]: s.get("State") == "InService" for s in states})
+    elbv2 = clients.elbv2(sp.region, sp.role_arn)
+    for arn in group.get("TargetGroupARNs", []):
+        targets = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+        verdicts.append(
+            {
+                t["Target"]["Id"]: t.get("TargetHealth", {}).get("State") == "healthy"
+                for t in targets
+            }
+        )
+    if not verdicts:
+        return None
+    # Not registered with a load balancer yet counts as not healthy there.
+    return {i: all(v.get(i, False) for v in verdicts) for i in ids}
+
+
+# --- the migration record -------------------------------------------------------------
+
+
+def _record(
+    clients: Clients,
+    sp: spec.Spec,
+    image: str,
+    view: model.StackView,
+    read_record: bool | None,
+    warn: OnWarning,
+) -> model.MigrationRecord | None:
+    if sp.migration.check == "none":
+        return None
+    if read_record is None:
+        # Once the API runs the image, no decision needs its record: save the call.
+        read_record = view.parameters.get(sp.parameter_names.api_image) != image
+    if not read_record:
+        return None
+    try:
+        return records.read_record(clients, sp, image)
+    except records.RecordInvalid as exc:
+        warn(str(exc))
+        return None

@@ -1,0 +1,155 @@
+"""observe(): what the planner learns about a stack, and what it costs in requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+
+import boto3
+from moto.cloudformation.models import cloudformation_backends
+
+from reconciler.aws import observe
+from reconciler.aws.act import send_update
+from reconciler.aws.clients import Clients
+from reconciler.model import StackUpdate
+from reconciler.spec import Spec
+from tests.integration.conftest import REGION, Stack
+
+Requests = list[tuple[str, str, str]]
+
+
+def test_observes_parameters_status_capacity_instances_and_health(
+    stack: Stack, clients: Clients
+) -> None:
+    """Every template parameter with its live value, the API group's capacity, and each
+    instance with its AMI, lifecycle state and classic-ELB health."""
+    seen = observe(clients, stack.spec(), stack.new_image)
+
+    assert seen.problem is None
+    assert seen.stack is not None
+    assert seen.stack.status == "CREATE_COMPLETE"
+    assert dict(seen.stack.parameters) == stack.parameters
+    assert seen.stack.last_updated is None  # never updated
+    assert seen.api_desired_capacity == 1
+    assert seen.api_instances is not None
+    assert len(seen.api_instances) == 1
+    (instance,) = seen.api_instances
+    assert instance.image == stack.old_image
+    assert instance.lifecycle == "InService"
+    assert instance.healthy is True
+    assert seen.migration_record is None  # check is none by default
+
+
+def test_missing_stack_is_observed_as_none(clients: Clients) -> None:
+    """A stack that does not exist is Observed(stack=None), not an exception."""
+    sp = Spec.model_validate({"stackName": "Nope", "region": REGION, "image": "ami-12345678"})
+    seen = observe(clients, sp, "ami-12345678")
+    assert seen.stack is None
+    assert seen.problem is None
+
+
+def test_wrong_resource_name_is_a_problem_naming_the_field_and_the_groups(
+    stack: Stack, clients: Clients
+) -> None:
+    """A resourceNames entry the stack lacks is a problem that says what to fix."""
+    sp = stack.spec(resourceNames={"apiGroup": "ApiGroup"})
+    seen = observe(clients, sp, stack.new_image)
+    assert seen.stack is not None
+    assert seen.problem is not None
+    assert "resourceNames.apiGroup 'ApiGroup'" in seen.problem
+    assert "Asg1" in seen.problem and "MigrationAsg" in seen.problem
+    assert seen.api_instances is None
+
+
+def test_after_an_update_sees_new_group_instances_and_last_update_time(
+    stack: Stack, clients: Clients
+) -> None:
+    """The group is looked up by logical id, so its replacement (new physical name) is
+    found; the last update time comes from the stack event when moto omits it."""
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    params = tuple((k, stack.new_image if k == "LcImageId" else None) for k in stack.parameters)
+    send_update(clients, stack.spec(), StackUpdate("switch", params, "rc-t-1"))
+
+    seen = observe(clients, stack.spec(), stack.new_image)
+
+    assert seen.stack is not None and seen.stack.status == "UPDATE_COMPLETE"
+    assert seen.stack.last_updated is not None and seen.stack.last_updated >= before
+    assert seen.stack.last_updated.tzinfo == dt.UTC
+    assert seen.api_instances is not None
+    assert [i.image for i in seen.api_instances] == [stack.new_image]
+
+
+def test_a_settled_stack_costs_five_requests(
+    stack: Stack, clients: Clients, requests: Requests
+) -> None:
+    """Budget: stack, resources, group, instances, load-balancer health; no events."""
+    observe(clients, stack.spec(), stack.new_image)
+    assert [op for _, op, _ in requests] == [
+        "DescribeStacks",
+        "DescribeStackResources",
+        "DescribeAutoScalingGroups",
+        "DescribeInstances",
+        "DescribeInstanceHealth",
+    ]
+
+
+def test_a_busy_stack_reads_no_groups(stack: Stack, clients: Clients, requests: Requests) -> None:
+    """While an update is in progress nothing would be acted on: DescribeStacks only, and
+    DescribeStackEvents because moto gives no LastUpdatedTime (real AWS does)."""
+    backend = cloudformation_backends["123456789012"][REGION]
+    moto_stack = next(s for s in backend.stacks.values() if s.name == stack.name)
+    moto_stack.status = "UPDATE_IN_PROGRESS"
+
+    seen = observe(clients, stack.spec(), stack.new_image)
+
+    assert seen.stack is not None and seen.stack.status == "UPDATE_IN_PROGRESS"
+    assert seen.api_instances is None and seen.api_desired_capacity is None
+    assert [op for _, op, _ in requests] == ["DescribeStacks", "DescribeStackEvents"]
+
+
+def test_reads_the_record_while_the_api_image_differs(stack: Stack, clients: Clients) -> None:
+    """With a check configured and the API not yet on the image, the record is read."""
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="deploy-status")
+    body = {"image": stack.new_image, "status": "running", "updatedAt": "2026-11-26T10:02:00Z"}
+    s3.put_object(
+        Bucket="deploy-status",
+        Key=f"biglearn-api/{stack.name}/{stack.new_image}.json",
+        Body=json.dumps(body).encode(),
+    )
+    sp = stack.spec(migration={"check": "s3", "location": "s3://deploy-status/biglearn-api"})
+
+    seen = observe(clients, sp, stack.new_image)
+
+    assert seen.migration_record is not None
+    assert seen.migration_record.status == "running"
+    # Once the API runs the image, the record is no longer read (one call saved).
+    assert observe(clients, sp, stack.old_image).migration_record is None
+
+
+def test_an_invalid_record_is_a_warning_not_a_block(stack: Stack, clients: Clients) -> None:
+    """A record that cannot count is observed as absent and reported through on_warning."""
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="deploy-status")
+    s3.put_object(Bucket="deploy-status", Key=f"p/{stack.name}/{stack.new_image}.json", Body=b"{")
+    sp = stack.spec(migration={"check": "s3", "location": "s3://deploy-status/p"})
+    warnings: list[str] = []
+
+    seen = observe(clients, sp, stack.new_image, on_warning=warnings.append)
+
+    assert seen.migration_record is None
+    assert seen.problem is None
+    assert seen.api_instances is not None
+    assert len(warnings) == 1 and f"s3://deploy-status/p/{stack.name}/" in warnings[0]
+
+
+def test_second_stack_is_observed_independently(
+    make_stack: Callable[..., Stack], clients: Clients
+) -> None:
+    """Two stacks in one account: each observation reads its own groups."""
+    one, two = make_stack("One"), make_stack("Two", Asg1DesiredCapacity="2")
+    assert observe(clients, one.spec(), one.new_image).api_desired_capacity == 1
+    seen = observe(clients, two.spec(), two.new_image)
+    assert seen.api_desired_capacity == 2
+    assert seen.api_instances is not None and len(seen.api_instances) == 2
