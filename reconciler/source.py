@@ -127,7 +127,9 @@ class GitSource:
 
     def _fetch(self) -> str:
         self.fetch_count += 1
-        self._git("fetch", "--quiet", "--no-tags", self.url, f"+{self.ref}:{self.ref}")
+        self._git(
+            "fetch", "--quiet", "--no-tags", "--update-head-ok", self.url, f"+{self.ref}:{self.ref}"
+        )
         # The remote may have moved since ls-remote: read what was actually fetched.
         return self._git("rev-parse", "--verify", f"{self.ref}^{{commit}}").decode().strip()
 
