@@ -364,3 +364,10 @@ def test_duplicate_names_in_git_manage_neither_new_file(
     catalog.update(source_for(upstream, tmp_path).poll())
     assert sorted(catalog.specs) == ["biglearn-api"]
     assert {e.file for e in catalog.errors} == {"deploy-specs/x1.yaml", "deploy-specs/x2.yaml"}
+
+
+def test_git_that_outlives_the_timeout_raises(upstream: Upstream, tmp_path: pathlib.Path) -> None:
+    """Every git call is bounded: a timeout is a GitError, not a hung poll."""
+    source = source_for(upstream, tmp_path, timeout=1e-6)
+    with pytest.raises(GitError, match="timed out"):
+        source.poll()
