@@ -140,6 +140,22 @@ def plan(
     raise AssertionError("the last rule always decides")  # pragma: no cover
 
 
+def failure(
+    deployment: spec.StackDeployment,
+    revision: str,
+    memory: model.Memory,
+    now: dt.datetime,
+    reason: str,
+    policy: Policy = DEFAULT_POLICY,
+) -> model.Decision:
+    """The decision for a step that failed outside the planner's sight (a refused update):
+    the same backoff, the same history, one home for retries."""
+    ctx = Context(
+        deployment.name, revision, deployment.spec, model.Observed(None), memory, now, policy
+    )
+    return _fail(ctx, reason)
+
+
 # --- the rules, in the order they are tried ------------------------------------------
 
 

@@ -1,0 +1,319 @@
+"""`reconciler run`: the scheduler, the HTTP server and the engine, wired together.
+
+Rules of this file:
+- APScheduler runs one git poll job and one reconcile job per managed spec; every job has
+  `max_instances=1` and `coalesce=True`, so a slow step never piles up behind itself.
+- After each step the spec's next run is set from the decision: soon while a rollout moves,
+  at the retry time while backing off, at the spec's interval when idle.
+- Jobs appear and disappear as spec files are added to and removed from git.
+- SIGTERM/SIGINT: stop taking new work, let the steps in flight finish, exit 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from reconciler import aws, catalog, engine, http, planner, settings, source, spec
+from reconciler.metrics import Metrics
+from reconciler.store import Store
+
+GIT_JOB = "git-poll"
+JITTER = 0.1  # share of a period added at random, so many daemons do not poll in step
+
+
+def _job_id(name: str) -> str:
+    return f"reconcile:{name}"
+
+
+class Daemon:
+    """The long-running service; `start()` returns once it serves, `stop()` drains it."""
+
+    def __init__(self, conf: settings.Settings, clock: engine.Clock = engine.utcnow) -> None:
+        self.conf = conf
+        self.clock = clock
+        self.log = structlog.get_logger("reconciler.daemon")
+        self.metrics = Metrics()
+        conf.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = Store.lock_state_dir(conf.state_dir)
+        self.store = Store.in_state_dir(conf.state_dir)
+        clients = aws.Clients(
+            conf.aws.endpoint_url, self.metrics.aws_request, conf.aws.max_attempts
+        )
+        policy = planner.Policy(conf.scheduling.backoff_base, conf.scheduling.backoff_cap)
+        self.engine = engine.Engine(clients, self.store, self.metrics, policy, clock)
+        self.source = source.GitSource(
+            conf.git.url, conf.git.branch, conf.git.path, conf.state_dir / "git"
+        )
+        self.catalog = catalog.Catalog()
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(conf.scheduling.workers)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+            timezone=dt.UTC,
+        )
+        self.server = http.Server(
+            conf.http.listen,
+            Controller(self),
+            self.metrics,
+            token=conf.http.token,
+            webhook_secret=conf.http.webhook_secret,
+            allow_unauthenticated_controls=conf.http.allow_unauthenticated_controls,
+        )
+        self._guard = threading.Lock()
+        self._resync: set[str] = set()  # syncs asked for while that spec's step ran
+        self._git_read = False
+        self._aws_answered = False
+        self._heartbeat = time.monotonic()
+        self._stopped = threading.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.server.start()
+        host, port = self.server.address
+        self.log.info("listening", address=f"{host}:{port}", repo=source.redact(self.conf.git.repo))
+        self.scheduler.start()
+        self.scheduler.add_job(
+            self.poll_git,
+            "interval",
+            seconds=self.conf.git.poll_interval.total_seconds(),
+            jitter=self.conf.git.poll_interval.total_seconds() * JITTER,
+            id=GIT_JOB,
+            next_run_time=self.clock(),
+        )
+
+    def stop(self) -> None:
+        """Stop polling, finish the steps in flight, close the store."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.log.info("stopping: finishing steps in flight")
+        self.scheduler.shutdown(wait=True)
+        self.server.stop()
+        self.store.close()
+        self._lock_file.release()
+        self.log.info("stopped")
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    # --- git ----------------------------------------------------------------------------
+
+    def poll_git(self) -> None:
+        self._heartbeat = time.monotonic()
+        try:
+            snapshot = self.source.poll()
+        except source.GitError as exc:
+            self.metrics.git_fetch("error")
+            self.log.warning("git poll failed; reconciling the last good revision", error=str(exc))
+            return
+        self.metrics.git_fetch("ok", time.time())
+        before = {n: s.revision for n, s in self.catalog.specs.items()}
+        self.catalog.update(snapshot)
+        self._git_read = True
+        self._report_spec_errors()
+        self._sync_jobs(before)
+
+    def _report_spec_errors(self) -> None:
+        counts: dict[str, int] = {}
+        for error in self.catalog.errors:
+            counts[error.file] = counts.get(error.file, 0) + 1
+        self.metrics.spec_errors(counts)
+        for error in self.catalog.errors:
+            self.log.error(
+                "invalid spec",
+                file=error.file,
+                line=error.line,
+                field=error.field,
+                error=error.message,
+            )
+
+    def _sync_jobs(self, before: dict[str, str]) -> None:
+        specs = self.catalog.specs
+        for name in set(before) - set(specs):
+            self._remove_job(name)
+        for name, loaded in specs.items():
+            self.engine.track(loaded)
+            if name not in before:
+                self._add_job(name)
+            elif before[name] != loaded.revision:
+                self.log.info("new revision", name=name, revision=loaded.revision[:12])
+                self.sync(name)
+
+    def _add_job(self, name: str) -> None:
+        self.scheduler.add_job(
+            self.reconcile,
+            "interval",
+            args=[name],
+            seconds=self.catalog.specs[name].deployment.spec.interval.total_seconds(),
+            id=_job_id(name),
+            next_run_time=self.clock(),
+            replace_existing=True,
+        )
+        self.log.info("managing spec", name=name)
+
+    def _remove_job(self, name: str) -> None:
+        if self.scheduler.get_job(_job_id(name)) is not None:
+            self.scheduler.remove_job(_job_id(name))
+        self.engine.forget(name)
+        self.log.info(
+            "spec removed from git: no longer managed; its stack is left as it is", name=name
+        )
+
+    # --- reconcile ----------------------------------------------------------------------
+
+    def reconcile(self, name: str) -> None:
+        loaded = self.catalog.specs.get(name)
+        if loaded is None or self._stopped.is_set():
+            return
+        with self._guard:
+            self._resync.discard(name)
+        result = self.engine.step(loaded)
+        if result.error is None:
+            self._aws_answered = True
+        self._reschedule(name, loaded, result)
+
+    def _reschedule(self, name: str, loaded: catalog.LoadedSpec, result: engine.StepResult) -> None:
+        now = self.clock()
+        with self._guard:
+            again = name in self._resync
+            self._resync.discard(name)
+        delay = self._delay(loaded, result, now)
+        when = now if again else now + delay
+        job = self.scheduler.get_job(_job_id(name))
+        if job is not None and not self._stopped.is_set():
+            job.modify(next_run_time=when)
+
+    def _delay(
+        self, loaded: catalog.LoadedSpec, result: engine.StepResult, now: dt.datetime
+    ) -> dt.timedelta:
+        interval = loaded.deployment.spec.interval
+        if result.error is not None:
+            return min(interval, self.conf.scheduling.active_interval * 2)
+        if result.requeue == "active":
+            return self.conf.scheduling.active_interval
+        if result.requeue == "retry":
+            status = self.engine.status(loaded.deployment.name)
+            failure = status.memory.failure if status else None
+            if failure is not None:
+                return max(failure.next_retry_at - now, dt.timedelta(seconds=1))
+        return interval * (1 + random.uniform(0, JITTER))  # noqa: S311 (jitter, not crypto)
+
+    def sync(self, name: str) -> bool:
+        """Reconcile `name` now (or right after the step in flight)."""
+        job = self.scheduler.get_job(_job_id(name))
+        if job is None:
+            return False
+        with self._guard:
+            self._resync.add(name)
+        job.modify(next_run_time=self.clock())
+        return True
+
+    def trigger_git_poll(self) -> None:
+        job = self.scheduler.get_job(GIT_JOB)
+        if job is not None:
+            job.modify(next_run_time=self.clock())
+
+    # --- health -------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        budget = max(3 * self.conf.git.poll_interval.total_seconds(), 60.0)
+        return bool(self.scheduler.running) and time.monotonic() - self._heartbeat < budget
+
+    def ready(self) -> bool:
+        return self._git_read and (self._aws_answered or not self.catalog.specs)
+
+
+class Controller:
+    """What the HTTP server may ask of the daemon (http.Controller)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def stacks(self) -> list[dict[str, Any]]:
+        return [s.to_json() for s in self.d.engine.statuses()]
+
+    def stack(self, name: str) -> dict[str, Any] | None:
+        status = self.d.engine.status(name)
+        return status.to_json() if status else None
+
+    def history(self, name: str) -> list[dict[str, Any]] | None:
+        if self.d.engine.status(name) is None:
+            return None
+        return [engine.rollout_json(r) or {} for r in self.d.store.history(name)]
+
+    def control(self, name: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        status = self.d.engine.status(name)
+        if status is None:
+            raise KeyError(name)
+        handler = self._actions().get(action)
+        if handler is None:
+            raise ValueError(f"unknown action {action!r}")
+        message = handler(name, status, body)
+        self.d.log.info("control", name=name, action=action, result=message)
+        self.d.sync(name)
+        return {"name": name, "action": action, "result": message}
+
+    def _actions(self) -> dict[str, Callable[[str, engine.StackStatus, dict[str, Any]], str]]:
+        return {
+            "sync": lambda n, s, b: "reconcile scheduled now",
+            "pause": self._pause,
+            "resume": lambda n, s, b: (
+                "resumed" if self.d.store.resume(n) else "was not paused at runtime"
+            ),
+            "approve": self._approve,
+            "retry": lambda n, s, b: (
+                "retrying now" if self.d.store.retry(n, self.d.clock()) else "no failure to retry"
+            ),
+        }
+
+    def _pause(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("pause needs a reason")
+        until = body.get("until")
+        until_time = (
+            spec.Pause.model_validate({"reason": reason, "until": until}).until if until else None
+        )
+        self.d.store.pause(name, reason, self.d.clock(), until_time)
+        return f"paused: {reason}"
+
+    def _approve(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
+        image = status.deployment.spec.image
+        self.d.store.approve(name, image, self.d.clock())
+        return f"approved switching to {image}"
+
+    def trigger_git_poll(self) -> None:
+        self.d.trigger_git_poll()
+
+    def healthy(self) -> bool:
+        return self.d.healthy()
+
+    def ready(self) -> bool:
+        return self.d.ready()
+
+
+def run(conf: settings.Settings) -> int:
+    """Run until SIGTERM or SIGINT; exit 0 after a clean drain."""
+    daemon = Daemon(conf)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        daemon.log.info("signal received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.start()
+    stop.wait()
+    daemon.stop()
+    return 0

@@ -1,0 +1,364 @@
+"""One reconcile step for one spec: observe, plan, record, act, report.
+
+Rules of this file:
+- A step never waits for AWS: waiting is the next step. A step is short, so a restart at
+  any moment is harmless.
+- What the planner decided is stored before the update is sent; a failure to send is
+  stored as a failure (through the planner's own failure rule), never lost.
+- Status, metrics and the duration are recorded in a `finally`, so no path forgets them.
+- One log line per decision that changes something, not one per idle tick.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from reconciler import aws, catalog, model, planner, spec
+from reconciler.metrics import Metrics
+from reconciler.model import Phase
+from reconciler.store import Store
+
+Clock = Callable[[], dt.datetime]
+
+# Refusals that only mean "not now": the next step sees why and waits.
+_TRANSIENT_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded"})
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclasses.dataclass
+class StackStatus:
+    """What a person or a dashboard sees of one spec (CONTRACT section 5)."""
+
+    name: str
+    file: str
+    revision: str
+    deployment: spec.StackDeployment
+    phase: Phase = Phase.WAITING
+    message: str = "not observed yet"
+    observed: model.Observed | None = None
+    memory: model.Memory = dataclasses.field(default_factory=model.Memory)
+    last_transition: dt.datetime | None = None
+    last_error: str | None = None
+    stale_spec: bool = False
+    requeue: model.Requeue = "active"
+
+    @property
+    def desired_image(self) -> str:
+        return self.deployment.spec.image
+
+    @property
+    def live_image(self) -> str | None:
+        stack = self.observed.stack if self.observed else None
+        return (
+            stack.parameters.get(self.deployment.spec.parameter_names.api_image) if stack else None
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        sp = self.deployment.spec
+        stack = self.observed.stack if self.observed else None
+        record = self.observed.migration_record if self.observed else None
+        failure = self.memory.failure
+        return {
+            "name": self.name,
+            "file": self.file,
+            "stackName": sp.stack_name,
+            "region": sp.region,
+            "revision": self.revision,
+            "phase": str(self.phase),
+            "message": self.message,
+            "desired": {
+                "image": sp.image,
+                "capacity": {"api": sp.capacity.api, "migration": sp.capacity.migration},
+            },
+            "live": {
+                "status": stack.status if stack else None,
+                "parameters": dict(stack.parameters) if stack else {},
+            },
+            "migration": {
+                "status": record.status if record else None,
+                "progress": record.progress if record else None,
+                "updatedAt": _iso(record.updated_at) if record else None,
+            },
+            "lastTransitionTime": _iso(self.last_transition),
+            "lastError": self.last_error,
+            "paused": self._paused_json(),
+            "failures": {
+                "count": failure.count if failure else 0,
+                "nextRetryAt": _iso(failure.next_retry_at) if failure else None,
+            },
+            "rollout": rollout_json(self.memory.rollout),
+            "staleSpec": self.stale_spec,
+        }
+
+    def _paused_json(self) -> dict[str, Any] | None:
+        pause = self.deployment.spec.paused
+        if pause is not None:
+            return {"reason": pause.reason, "until": _iso(pause.until), "source": "spec"}
+        runtime = self.memory.runtime_pause
+        if runtime is not None:
+            return {"reason": runtime.reason, "until": _iso(runtime.until), "source": "runtime"}
+        return None
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def rollout_json(r: model.RolloutMemory | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "id": r.id,
+        "image": r.image,
+        "fromImage": r.from_image,
+        "revision": r.revision,
+        "startedAt": _iso(r.started_at),
+        "phase1StartedAt": _iso(r.phase1_started_at),
+        "migratedAt": _iso(r.migrated_at),
+        "approvedAt": _iso(r.approved_at),
+        "switchStartedAt": _iso(r.switch_started_at),
+        "switchedAt": _iso(r.switched_at),
+        "finishedAt": _iso(r.finished_at),
+        "result": r.result,
+        "reason": r.reason,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    name: str
+    phase: Phase
+    message: str
+    sent: Literal["sent", "noop"] | None
+    requeue: model.Requeue
+    error: str | None = None
+
+
+class Engine:
+    """Carries decisions out for many specs; safe to call from several threads (one per spec)."""
+
+    def __init__(
+        self,
+        clients: aws.Clients,
+        store: Store,
+        metrics: Metrics,
+        policy: planner.Policy = planner.DEFAULT_POLICY,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.clients = clients
+        self.store = store
+        self.metrics = metrics
+        self.policy = policy
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._status: dict[str, StackStatus] = {}
+        self._log = structlog.get_logger("reconciler.engine")
+
+    # --- the set of specs ---------------------------------------------------------------
+
+    def track(self, loaded: catalog.LoadedSpec) -> StackStatus:
+        """Start or keep managing a spec; returns its status entry."""
+        with self._lock:
+            status = self._status.get(loaded.deployment.name)
+            if status is None:
+                status = StackStatus(
+                    loaded.deployment.name, loaded.file, loaded.revision, loaded.deployment
+                )
+                status.memory = self.store.load(status.name)
+                self._status[status.name] = status
+            status.file, status.revision = loaded.file, loaded.revision
+            status.deployment, status.stale_spec = loaded.deployment, loaded.stale
+            return status
+
+    def forget(self, name: str) -> None:
+        """A spec removed from git: stop managing it and drop its series; its stack stays."""
+        with self._lock:
+            self._status.pop(name, None)
+        self.metrics.forget(name)
+
+    def statuses(self) -> list[StackStatus]:
+        with self._lock:
+            return sorted(self._status.values(), key=lambda s: s.name)
+
+    def status(self, name: str) -> StackStatus | None:
+        with self._lock:
+            return self._status.get(name)
+
+    # --- one step -----------------------------------------------------------------------
+
+    def preview(self, loaded: catalog.LoadedSpec) -> tuple[model.Observed, model.Decision]:
+        """What the next step would do, without storing or sending anything (`plan`)."""
+        observed = self._observe(loaded.deployment.spec)
+        memory = self.store.load(loaded.deployment.name)
+        decision = planner.plan(
+            loaded.deployment, loaded.revision, observed, memory, self.clock(), self.policy
+        )
+        return observed, decision
+
+    def step(self, loaded: catalog.LoadedSpec) -> StepResult:
+        """Observe, plan, record, act, report: one reconcile step for one spec."""
+        status = self.track(loaded)
+        started = time.monotonic()
+        result: StepResult | None = None
+        try:
+            result = self._step(status, loaded)
+            return result
+        except (ClientError, BotoCoreError) as exc:
+            result = self._errored(status, f"AWS: {exc}")
+            return result
+        finally:
+            outcome: Literal["ok", "error"] = "ok" if result and not result.error else "error"
+            self.metrics.reconcile(status.name, outcome, time.monotonic() - started)
+            self._report(status)
+
+    def _step(self, status: StackStatus, loaded: catalog.LoadedSpec) -> StepResult:
+        sp = loaded.deployment.spec
+        observed = self._observe(sp)
+        now = self.clock()
+        memory = self.store.load(status.name)
+        decision = planner.plan(
+            loaded.deployment, loaded.revision, observed, memory, now, self.policy
+        )
+        # Record first: a crash after this line resumes from what was decided.
+        self.store.apply(status.name, decision.effects)
+        sent: Literal["sent", "noop"] | None = None
+        error: str | None = None
+        if decision.update is not None:
+            sent, decision, error = self._send(loaded, decision, memory, now)
+        status.observed = observed
+        status.memory = self.store.load(status.name)
+        self._transition(status, decision, sent, error, memory, now)
+        return StepResult(
+            status.name, decision.phase, decision.message, sent, decision.requeue, error
+        )
+
+    def _observe(self, sp: spec.Spec) -> model.Observed:
+        return aws.observe(self.clients, sp, sp.image)
+
+    def _send(
+        self,
+        loaded: catalog.LoadedSpec,
+        decision: model.Decision,
+        memory: model.Memory,
+        now: dt.datetime,
+    ) -> tuple[Literal["sent", "noop"] | None, model.Decision, str | None]:
+        assert decision.update is not None
+        name, kind = loaded.deployment.name, decision.update.kind
+        try:
+            sent = aws.send_update(self.clients, loaded.deployment.spec, decision.update)
+        except aws.UpdateRefused as exc:
+            self.metrics.stack_update(name, kind, "error")
+            return None, self._refused(loaded, decision, exc, now), str(exc)
+        except (ClientError, BotoCoreError) as exc:
+            # Throttled past retries or the endpoint is down: the pending record stays and
+            # the next step finds the update either applied or never sent.
+            self.metrics.stack_update(name, kind, "error")
+            return None, decision, f"AWS: {exc}"
+        self.metrics.stack_update(name, kind, "noop" if sent == "noop" else "ok")
+        return sent, decision, None
+
+    def _refused(
+        self,
+        loaded: catalog.LoadedSpec,
+        decision: model.Decision,
+        exc: aws.UpdateRefused,
+        now: dt.datetime,
+    ) -> model.Decision:
+        name = loaded.deployment.name
+        if exc.code in _TRANSIENT_CODES or "_IN_PROGRESS state" in exc.message:
+            # The stack became busy between observing and sending: not a failure.
+            self.store.apply(name, (model.ClearPending(),))
+            return dataclasses.replace(decision, phase=Phase.WAITING, message=str(exc))
+        memory = self.store.load(name)
+        failed = planner.failure(
+            loaded.deployment, loaded.revision, memory, now, f"update refused: {exc}", self.policy
+        )
+        self.store.apply(name, (model.ClearPending(), *failed.effects))
+        return failed
+
+    def _errored(self, status: StackStatus, error: str) -> StepResult:
+        status.last_error = error
+        self._log.warning("reconcile error", **self._bound(status), error=error)
+        return StepResult(status.name, status.phase, status.message, None, "retry", error)
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def _transition(
+        self,
+        status: StackStatus,
+        decision: model.Decision,
+        sent: Literal["sent", "noop"] | None,
+        error: str | None,
+        before: model.Memory,
+        now: dt.datetime,
+    ) -> None:
+        changed = decision.phase != status.phase or decision.message != status.message
+        if decision.phase != status.phase:
+            status.last_transition = now
+        status.phase, status.message, status.requeue = (
+            decision.phase,
+            decision.message,
+            decision.requeue,
+        )
+        status.last_error = error
+        self._count_rollouts(status, decision, before, now)
+        if changed or sent or error:
+            log = self._log.bind(**self._bound(status))
+            fields: dict[str, Any] = {"message": decision.message}
+            if decision.update is not None:
+                fields.update(update=decision.update.kind, token=decision.update.token, sent=sent)
+                fields["changes"] = decision.update.changes
+            if error:
+                log.warning("step", error=error, **fields)
+            else:
+                log.info("step", **fields)
+
+    def _count_rollouts(
+        self, status: StackStatus, decision: model.Decision, before: model.Memory, now: dt.datetime
+    ) -> None:
+        for effect in decision.effects:
+            if isinstance(effect, model.FinishRollout) and effect.result != "superseded":
+                started = before.rollout.started_at if before.rollout else now
+                seconds = (now - started).total_seconds()
+                self.metrics.rollout(status.name, effect.result, seconds)
+                break
+
+    def _report(self, status: StackStatus) -> None:
+        sp = status.deployment.spec
+        record = status.observed.migration_record if status.observed else None
+        self.metrics.observe_stack(
+            name=status.name,
+            stack=sp.stack_name,
+            region=sp.region,
+            revision=status.revision,
+            phase=str(status.phase),
+            desired_image=sp.image,
+            live_image=status.live_image or "",
+            in_sync=status.phase == Phase.IN_SYNC,
+            paused=status.phase == Phase.PAUSED,
+            migration_running=record is not None
+            and record.image == sp.image
+            and record.status == "running"
+            and status.phase == Phase.MIGRATING,
+            failures=status.memory.failure.count if status.memory.failure else 0,
+        )
+
+    @staticmethod
+    def _bound(status: StackStatus) -> dict[str, str]:
+        return {
+            "name": status.name,
+            "stack": status.deployment.spec.stack_name,
+            "revision": status.revision[:12],
+            "phase": str(status.phase),
+        }

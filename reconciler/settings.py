@@ -1,0 +1,78 @@
+"""One root settings object made of small groups, passed explicitly (no module globals).
+
+Rules of this file:
+- Every field says its unit and why its default is what it is.
+- Values come from flags, then `RECONCILER_*` environment variables, then a config file
+  (YAML, same names as the flags), then these defaults: `cli.py` does the layering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import pathlib
+
+
+@dataclasses.dataclass(frozen=True)
+class GitSettings:
+    repo: str = "."
+    """URL or local path of the repository holding the specs; `.` is the current one."""
+    branch: str = "main"
+    """The branch a merged pull request lands on."""
+    path: str = "deploy-specs"
+    """Folder of spec files inside the repository."""
+    poll_interval: dt.timedelta = dt.timedelta(seconds=30)
+    """How often `ls-remote` asks whether the branch moved; the webhook makes it sooner."""
+
+    @property
+    def url(self) -> str:
+        """The repository to clone; a local path made absolute, since the clone lives
+        in the state dir and must find it from there."""
+        if "://" in self.repo or self.repo.startswith("git@"):
+            return self.repo
+        return str(pathlib.Path(self.repo).resolve())
+
+
+@dataclasses.dataclass(frozen=True)
+class AwsSettings:
+    endpoint_url: str | None = None
+    """An AWS endpoint for every service (a local emulator); None means real AWS."""
+    max_attempts: int = 5
+    """botocore standard-mode attempts per call: throttling is retried, not failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulingSettings:
+    active_interval: dt.timedelta = dt.timedelta(seconds=5)
+    """Reconcile period while a rollout is under way: phases end within seconds of AWS."""
+    workers: int = 8
+    """Reconcile steps that may run at once; each mostly waits on AWS."""
+    backoff_base: dt.timedelta = dt.timedelta(seconds=30)
+    """First retry delay after a failed rollout; doubles per failure."""
+    backoff_cap: dt.timedelta = dt.timedelta(minutes=30)
+    """Longest retry delay: a broken rollout is retried at least this often."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpSettings:
+    listen: str = "127.0.0.1:9108"
+    """Address of metrics, status, controls and webhook; loopback unless told otherwise."""
+    token: str | None = dataclasses.field(default=None, repr=False)
+    """Bearer token for the runtime controls."""
+    webhook_secret: str | None = dataclasses.field(default=None, repr=False)
+    """HMAC secret of the git push webhook."""
+    allow_unauthenticated_controls: bool = False
+    """Accept controls without a token (a developer laptop, never a cluster)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    state_dir: pathlib.Path = pathlib.Path(".reconciler")
+    """Where the git clone and the SQLite store live; keep it on a volume."""
+    log_format: str = "auto"
+    """json, console, or auto (console on a terminal, JSON otherwise)."""
+    log_level: str = "info"
+    git: GitSettings = GitSettings()
+    aws: AwsSettings = AwsSettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
+    http: HttpSettings = HttpSettings()
