@@ -118,7 +118,9 @@ class Clients:
         self.endpoint_url = endpoint_url
         self._on_request = on_request
         self._config = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            # total_max_attempts counts the first try (botocore's max_attempts does not):
+            # `max_attempts` here means what AWS_MAX_ATTEMPTS means, attempts in all.
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
         )
