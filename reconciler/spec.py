@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -169,8 +170,9 @@ class Spec(_Model):
     )
     image: str
     capacity: Capacity = Capacity()
-    parameters: dict[str, str] = Field(default_factory=dict)
+    # parameterNames comes before parameters so that the pin check below can see it.
     parameter_names: ParameterNames = Field(ParameterNames(), alias="parameterNames")
+    parameters: dict[str, str] = Field(default_factory=dict)
     resource_names: ResourceNames = Field(ResourceNames(), alias="resourceNames")
     migration: Migration = Migration(check="none")
     rollout: Rollout = Rollout()
@@ -206,15 +208,16 @@ class Spec(_Model):
             return {}
         return value
 
-    @model_validator(mode="after")
-    def _managed_not_pinned(self) -> Spec:
-        clash = set(self.parameters) & set(self.parameter_names.managed())
+    @field_validator("parameters")
+    @classmethod
+    def _managed_not_pinned(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        names = info.data.get("parameter_names", ParameterNames())
+        clash = set(value) & set(names.managed())
         if clash:
             raise ValueError(
-                f"parameters must not pin managed parameters {sorted(clash)}: "
-                "set image and capacity instead"
+                f"must not pin managed parameters {sorted(clash)}: set image and capacity instead"
             )
-        return self
+        return value
 
 
 class StackDeployment(_Model):
@@ -302,17 +305,21 @@ def parse(text: str | bytes, file: str) -> StackDeployment:
         except UnicodeDecodeError as exc:
             raise SpecInvalid([SpecError(file, 1, "", f"not UTF-8 text: {exc}")]) from exc
     try:
-        docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        starts = [
+            e.start_mark.line + 1 if e.start_mark else 1
+            for e in yaml.parse(text, Loader=yaml.SafeLoader)
+            if isinstance(e, yaml.DocumentStartEvent)
+        ]
+        if len(starts) != 1:
+            line = starts[1] if len(starts) > 1 else 1
+            raise SpecInvalid([SpecError(file, line, "", "expected exactly one YAML document")])
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecInvalid([SpecError(file, line, "", f"invalid YAML: {problem}")]) from exc
-    if len(docs) != 1:
-        line = docs[1].start_mark.line + 1 if len(docs) > 1 else 1
-        raise SpecInvalid([SpecError(file, line, "", "expected exactly one YAML document")])
-    root = docs[0]
     if not isinstance(data, dict):
         raise SpecInvalid([SpecError(file, 1, "", "a spec is a mapping (apiVersion, kind, ...)")])
     try:
