@@ -123,6 +123,8 @@ class Clients:
             retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
+            # An emulator answers on one host name: bucket.localhost would not resolve.
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
         )
         self._lock = threading.RLock()  # re-entrant: a role's session builds its STS client
         self._sessions: dict[str | None, boto3.Session] = {}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
+from moto.server import ThreadedMotoServer
 
 from reconciler.aws.clients import Clients, classify
 from tests.integration.conftest import REGION, Stack
@@ -119,3 +121,20 @@ def test_a_role_is_assumed_once_with_session_name_reconciler(
     assert identity["Arn"] == "arn:aws:sts::123456789012:assumed-role/deployer/reconciler"
     assert [op for _, op, _ in requests].count("AssumeRole") == 1
     assert requests[0] == ("sts", "AssumeRole", "ok")
+
+
+def test_an_endpoint_url_sends_every_service_there(fake_credentials: None) -> None:
+    """--endpoint-url (a local emulator): clients talk HTTP to it, and are still counted."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        _, port = server.get_host_and_port()
+        seen: Requests = []
+        clients = Clients(f"http://localhost:{port}", on_request=lambda *r: seen.append(r))
+        clients.s3(REGION).create_bucket(Bucket="records")
+        names = [b["Name"] for b in clients.s3(REGION).list_buckets()["Buckets"]]
+        assert names == ["records"]
+        assert seen == [("s3", "CreateBucket", "ok"), ("s3", "ListBuckets", "ok")]
+    finally:
+        server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
+from typing import Any
 
 import boto3
 from moto.cloudformation.models import cloudformation_backends
@@ -12,6 +13,7 @@ from moto.cloudformation.models import cloudformation_backends
 from reconciler.aws import observe
 from reconciler.aws.act import send_update
 from reconciler.aws.clients import Clients
+from reconciler.aws.observe import _health
 from reconciler.model import StackUpdate
 from reconciler.spec import Spec
 from tests.integration.conftest import REGION, Stack
@@ -153,3 +155,52 @@ def test_second_stack_is_observed_independently(
     seen = observe(clients, two.spec(), two.new_image)
     assert seen.api_desired_capacity == 2
     assert seen.api_instances is not None and len(seen.api_instances) == 2
+
+
+def _bare_group(stack: Stack, **lb: Any) -> tuple[Any, list[str]]:
+    """An Auto Scaling group made outside CloudFormation, with the given load balancers."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    template = ec2.create_launch_template(
+        LaunchTemplateName="bare",
+        LaunchTemplateData={"ImageId": stack.old_image, "InstanceType": "t3.micro"},
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    asg = boto3.client("autoscaling", region_name=REGION)
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="bare",
+        LaunchTemplate={"LaunchTemplateId": template},
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=2,
+        AvailabilityZones=[f"{REGION}a"],
+        **lb,
+    )
+    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["bare"])["AutoScalingGroups"][0]
+    return group, [i["InstanceId"] for i in group["Instances"]]
+
+
+def test_target_group_health_counts_and_unregistered_is_unhealthy(
+    stack: Stack, clients: Clients
+) -> None:
+    """With target groups, healthy means "healthy" in each; an instance not registered in
+    one of them is not healthy."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    elbv2 = boto3.client("elbv2", region_name=REGION)
+    arn = elbv2.create_target_group(Name="tg", Protocol="HTTP", Port=80, VpcId=vpc)["TargetGroups"][
+        0
+    ]["TargetGroupArn"]
+    group, ids = _bare_group(stack)
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": ids[0]}])
+    group["TargetGroupARNs"] = [arn]  # as if the group were attached to it
+
+    health = _health(clients, stack.spec(), group, ids)
+
+    assert health is not None
+    assert health[ids[0]] is True
+    assert health[ids[1]] is False
+
+
+def test_a_group_without_load_balancer_has_no_health(stack: Stack, clients: Clients) -> None:
+    """No load balancer: health is None (unknown), not False."""
+    group, ids = _bare_group(stack)
+    assert _health(clients, stack.spec(), group, ids) is None
