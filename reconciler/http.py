@@ -24,6 +24,7 @@ import ipaddress
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -294,7 +295,11 @@ class _Transport(http.server.BaseHTTPRequestHandler):
         app = self.server.app
         path = urllib.parse.urlsplit(self.path).path
         body = self._read_body(app.body_limit(path))
-        self.server.unwatch(self.connection)  # the request is in; the deadline is met
+        if not self.server.unwatch(self.connection):
+            # The headers may have "ended" only because the socket was shut: do not act on
+            # half a request (a control without its body, say).
+            self.close_connection = True
+            return
         if isinstance(body, Response):
             response = body
         else:
@@ -349,13 +354,16 @@ class _Transport(http.server.BaseHTTPRequestHandler):
         """Malformed requests, as the standard library finds them, answered in JSON."""
         self.server.metrics.http_request("invalid", code)
         self.close_connection = True
+        # Before a request line is parsed the stdlib assumes HTTP/0.9, which has no status
+        # line or headers; we never speak 0.9, and a client deserves a status.
+        self.request_version = self.protocol_version
         with contextlib.suppress(OSError):
             self._write(error(code, message or HTTPStatus(code).phrase))
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # The request line may carry a query string with a secret; the path alone is enough.
-        path = urllib.parse.urlsplit(self.path).path
-        log.debug("http request", method=self.command, path=path, status=int(code))
+        path = urllib.parse.urlsplit(getattr(self, "path", "")).path  # unset if unparsable
+        log.debug("http request", method=getattr(self, "command", ""), path=path, status=code)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("http problem", client=self.client_address[0], detail=format % args)
@@ -376,6 +384,8 @@ class _HTTPServer(http.server.HTTPServer):
         self._lock = threading.Lock()
         self._deadlines: dict[socket.socket, float] = {}
         self._open: set[socket.socket] = set()
+        # Sockets cut off by a deadline or by stop(): what was read of them is not a request.
+        self._cut_off: set[socket.socket] = set()
         self._workers: set[threading.Thread] = set()
         super().__init__(address, _Transport)
 
@@ -407,6 +417,7 @@ class _HTTPServer(http.server.HTTPServer):
             with self._lock:
                 self._open.discard(request)
                 self._deadlines.pop(request, None)
+                self._cut_off.discard(request)
                 self._workers.discard(threading.current_thread())
             self._slots.release()
 
@@ -423,9 +434,11 @@ class _HTTPServer(http.server.HTTPServer):
             request.send(head.encode() + body)
         self.shutdown_request(request)
 
-    def unwatch(self, request: socket.socket) -> None:
+    def unwatch(self, request: socket.socket) -> bool:
+        """Lift the deadline of a request that is fully read; False if it was cut off first."""
         with self._lock:
             self._deadlines.pop(request, None)
+            return request not in self._cut_off
 
     def service_actions(self) -> None:
         """Called by serve_forever between accepts: cut off clients past their deadline."""
@@ -434,18 +447,23 @@ class _HTTPServer(http.server.HTTPServer):
             late = [sock for sock, deadline in self._deadlines.items() if deadline <= now]
             for sock in late:
                 del self._deadlines[sock]
+            self._cut_off.update(late)
         for sock in late:
             log.info("cutting off a slow client", timeout=self.limits.request_timeout)
             _cut(sock)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that went away mid-request is routine; anything else is worth a trace.
-        log.debug("connection error", client=str(client_address[0]), exc_info=True)
+        # A client that went away mid-request is routine; anything else is a bug of ours.
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("client connection lost", client=str(client_address[0]))
+        else:
+            log.exception("http transport failed", client=str(client_address[0]))
 
     def close_all(self) -> list[threading.Thread]:
         """Cut every open connection; the workers that were serving them."""
         with self._lock:
             sockets, workers = list(self._open), list(self._workers)
+            self._cut_off.update(sockets)
         for sock in sockets:
             _cut(sock)
         return workers
