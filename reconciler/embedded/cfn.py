@@ -1,0 +1,292 @@
+"""CloudFormation stack updates as AWS runs them, on top of moto's synchronous ones.
+
+Rules of this file:
+- Only UpdateStack is answered here; every other CloudFormation call goes to moto, which
+  reads the status, parameters, `last_updated_time` and events this file leaves on moto's
+  own `Stack` objects (moto's serializer renders any attribute named like the API field).
+- An update is a timeline of (fraction of `update_seconds`, status, action), a table per
+  outcome. The new template and parameters are applied to moto at once, so describe_stacks
+  shows them while the update is in progress, as AWS does; a rollback applies the old ones.
+- Every mutation of moto's state holds `lock`; the WSGI layer holds it around each request,
+  because moto's backends are not thread-safe.
+- A stack's `generation` counts interventions (a new update, set_status, delete): a timeline
+  step whose generation is stale does nothing, so a test can freeze a stack mid-update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from moto.cloudformation.models import Event, Stack, cloudformation_backends
+from moto.cloudformation.utils import get_stack_from_s3_url
+from moto.core.utils import utcnow
+from moto.utilities.utils import get_partition
+
+# AWS accepts UpdateStack only in these states; the rest are busy or need a person.
+UPDATABLE = frozenset(
+    {
+        "CREATE_COMPLETE",
+        "UPDATE_COMPLETE",
+        "UPDATE_ROLLBACK_COMPLETE",
+        "IMPORT_COMPLETE",
+        "IMPORT_ROLLBACK_COMPLETE",
+    }
+)
+DEFAULT_FAILURE = "The following resource(s) failed to update: [MigrationAsg]."
+
+_APPLY_NEW, _APPLY_OLD = "apply-new", "apply-old"
+Step = tuple[float, str, str | None]  # (fraction of update_seconds, status, action)
+SUCCESS: tuple[Step, ...] = (
+    (0.8, "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", None),
+    (1.0, "UPDATE_COMPLETE", None),
+)
+FAILURE: tuple[Step, ...] = (
+    (0.5, "UPDATE_ROLLBACK_IN_PROGRESS", _APPLY_OLD),
+    (0.8, "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", None),
+    (1.0, "UPDATE_ROLLBACK_COMPLETE", None),
+)
+
+
+class Refused(Exception):
+    """An UpdateStack that AWS answers with an error (always `ValidationError` here)."""
+
+    def __init__(self, message: str, code: str = "ValidationError") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass
+class _Update:
+    """What one accepted update changes; kept to roll it back."""
+
+    stack: Stack
+    token: str | None
+    old_template: str
+    old_parameters: dict[str, str]
+    failure: str | None  # the rollback reason when this update is to fail
+
+
+class StackUpdates:
+    """Accepts UpdateStack calls and plays their timelines in background threads."""
+
+    def __init__(self, update_seconds: Callable[[], float], stopping: threading.Event) -> None:
+        self.lock = threading.RLock()
+        self._update_seconds = update_seconds
+        self._stopping = stopping
+        self._generation: dict[str, int] = {}  # stack id -> interventions so far
+        self._running: dict[str, _Update] = {}  # stack id -> the update in progress
+        self._fail_next: dict[str, str] = {}  # stack name or id -> rollback reason
+        self._threads: list[threading.Thread] = []
+
+    # --- controls ---------------------------------------------------------------------
+
+    def fail_next(self, stack_name: str, reason: str) -> None:
+        with self.lock:
+            self._fail_next[stack_name] = reason
+
+    def set_status(self, stack: Stack, status: str, reason: str | None = None) -> None:
+        with self.lock:
+            self._intervene(stack)
+            self._transition(stack, status, reason, token=None)
+
+    def forget(self, stack: Stack) -> None:
+        """The stack is being deleted: stop its timeline."""
+        with self.lock:
+            self._intervene(stack)
+
+    def join(self, timeout: float) -> None:
+        for thread in list(self._threads):
+            thread.join(timeout)
+
+    # --- UpdateStack ------------------------------------------------------------------
+
+    def update(self, account_id: str, region: str, form: Mapping[str, str]) -> str:
+        """Start an update from the request's form fields; the stack id, or `Refused`."""
+        with self.lock:
+            stack = _find_stack(account_id, region, form.get("StackName", ""))
+            token = form.get("ClientRequestToken")
+            running = self._running.get(stack.stack_id)
+            if running is not None and token is not None and running.token == token:
+                return str(stack.stack_id)  # a retried request of the update in progress
+            if stack.status not in UPDATABLE:
+                raise Refused(
+                    f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated."
+                )
+            template = _template(stack, form, account_id, region)
+            parameters = resolve_parameters(stack, template, parse_parameters(form))
+            if stack.template == template and live_parameters(stack) == parameters:
+                raise Refused("No updates are to be performed.")
+            self._start(stack, template, parameters, token)
+            return str(stack.stack_id)
+
+    def _start(
+        self, stack: Stack, template: str, parameters: dict[str, str], token: str | None
+    ) -> None:
+        failure = self._fail_next.pop(stack.name, None) or self._fail_next.pop(stack.stack_id, None)
+        update = _Update(stack, token, str(stack.template), live_parameters(stack), failure)
+        generation = self._intervene(stack)
+        self._running[stack.stack_id] = update
+        # moto's serializer renders it as LastUpdatedTime; AWS sets it when an update starts.
+        setattr(stack, "last_updated_time", utcnow())  # noqa: B010 - moto's Stack lacks it
+        self._transition(stack, "UPDATE_IN_PROGRESS", "User Initiated", token)
+        try:
+            _apply(stack, template, parameters)
+        except Exception as exc:  # any moto failure is a failed update, as in AWS
+            update.failure = update.failure or f"Update failed: {exc}"
+        steps = FAILURE if update.failure is not None else SUCCESS
+        thread = threading.Thread(
+            target=self._play,
+            args=(update, generation, steps),
+            name=f"emulator-update-{stack.name}",
+            daemon=True,
+        )
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
+
+    def _play(self, update: _Update, generation: int, steps: tuple[Step, ...]) -> None:
+        started = 0.0
+        for fraction, status, action in steps:
+            # Read the setting per step so a test may shorten a running update.
+            delay = max(0.0, fraction * self._update_seconds() - started)
+            if self._stopping.wait(delay):
+                return
+            started += delay
+            with self.lock:
+                if self._generation.get(update.stack.stack_id) != generation:
+                    return
+                self._step(update, status, action)
+
+    def _step(self, update: _Update, status: str, action: str | None) -> None:
+        stack = update.stack
+        reason = update.failure if status == "UPDATE_ROLLBACK_IN_PROGRESS" else None
+        if action == _APPLY_OLD:
+            _apply(stack, update.old_template, update.old_parameters)
+        self._transition(stack, status, reason, update.token)
+        if not status.endswith("_IN_PROGRESS"):
+            self._running.pop(stack.stack_id, None)
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    def _intervene(self, stack: Stack) -> int:
+        generation = self._generation.get(stack.stack_id, 0) + 1
+        self._generation[stack.stack_id] = generation
+        self._running.pop(stack.stack_id, None)
+        return generation
+
+    @staticmethod
+    def _transition(stack: Stack, status: str, reason: str | None, token: str | None) -> None:
+        stack.status = status
+        event = Event(
+            stack_id=stack.stack_id,
+            stack_name=stack.name,
+            logical_resource_id=stack.name,
+            physical_resource_id=stack.stack_id,
+            resource_type="AWS::CloudFormation::Stack",
+            resource_status=status,
+            resource_status_reason=reason,
+            resource_properties=None,
+        )
+        setattr(event, "client_request_token", token)  # noqa: B010 - typed None in moto
+        stack.events.append(event)
+
+
+# --- request parsing and AWS's parameter rules -------------------------------------------
+
+
+def _find_stack(account_id: str, region: str, name_or_id: str) -> Stack:
+    backend = cloudformation_backends[account_id][region]
+    try:
+        return backend.get_stack(name_or_id)
+    except Exception as exc:
+        raise Refused(f"Stack [{name_or_id}] does not exist") from exc
+
+
+def _template(stack: Stack, form: Mapping[str, str], account_id: str, region: str) -> str:
+    if form.get("UsePreviousTemplate") == "true":
+        return str(stack.template)
+    if "TemplateBody" in form:
+        return form["TemplateBody"]
+    if "TemplateURL" in form:
+        url = form["TemplateURL"]
+        return str(get_stack_from_s3_url(url, account_id, get_partition(region)))
+    raise Refused("Either Template URL or Template Body must be specified.")
+
+
+def parse_parameters(form: Mapping[str, str]) -> list[dict[str, str]]:
+    """`Parameters.member.N.Field` form fields as a list of {Field: value}, in N order."""
+    members: dict[int, dict[str, str]] = {}
+    for key, value in form.items():
+        parts = key.split(".")
+        if len(parts) == 4 and parts[0] == "Parameters" and parts[1] == "member":
+            members.setdefault(int(parts[2]), {})[parts[3]] = value
+    return [members[n] for n in sorted(members)]
+
+
+def resolve_parameters(stack: Stack, template: str, given: list[dict[str, str]]) -> dict[str, str]:
+    """Every parameter the template declares with the value AWS would give it.
+
+    A value wins; `UsePreviousValue` keeps the live value; a parameter left out falls back
+    to the template's default (not the live value, a classic AWS surprise).
+    """
+    declared: dict[str, Any] = Stack.parse_template(template).get("Parameters") or {}
+    unknown = [p["ParameterKey"] for p in given if p.get("ParameterKey") not in declared]
+    if unknown:
+        raise Refused(f"Parameters: [{', '.join(unknown)}] do not exist in the template")
+    live = live_parameters(stack)
+    by_key = {p["ParameterKey"]: p for p in given}
+    resolved: dict[str, str] = {}
+    missing: list[str] = []
+    for key, declaration in declared.items():
+        value = _value(key, by_key.get(key), declaration, live)
+        if value is None:
+            missing.append(key)
+        else:
+            resolved[key] = value
+    if missing:
+        raise Refused(f"Parameters: [{', '.join(missing)}] must have values")
+    return resolved
+
+
+def _value(
+    key: str, given: Mapping[str, str] | None, declaration: Any, live: Mapping[str, str]
+) -> str | None:
+    use_previous = given is not None and given.get("UsePreviousValue") == "true"
+    if given is not None and "ParameterValue" in given:
+        if use_previous:
+            raise Refused(
+                f"Invalid input for parameter key {key}. Cannot specify usePreviousValue "
+                "as true and non empty value for a parameter"
+            )
+        return given["ParameterValue"]
+    if use_previous:
+        if key not in live:
+            raise Refused(
+                f"Invalid input for parameter key {key}. Cannot specify "
+                "usePreviousValue as true for a parameter that does not exist"
+            )
+        return live[key]
+    default = declaration.get("Default") if isinstance(declaration, dict) else None
+    return None if default is None else str(default)
+
+
+def live_parameters(stack: Stack) -> dict[str, str]:
+    """The stack's parameters as describe_stacks shows them: text (moto keeps numbers)."""
+    return {key: _text(value) for key, value in stack.stack_parameters.items()}
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _apply(stack: Stack, template: str, parameters: dict[str, str]) -> None:
+    """moto's own update, minus its events and status: resources are changed right here."""
+    stack.template = template
+    stack._parse_template()
+    stack.resource_map.update(stack.template_dict, parameters)
+    stack.output_map = stack._create_output_map()
+    stack.parameters = dict(parameters)

@@ -1,0 +1,213 @@
+"""The embedded AWS: moto's server in a thread, behind the CloudFormation update layer.
+
+Rules of this file:
+- One `Emulator` runs at a time per process: moto keeps its state in module globals, so
+  `start()` resets it and two emulators would share it.
+- Clients reach it over HTTP only (`endpoint_url`), as the daemon reaches AWS; helpers here
+  use boto3 the same way, except where a test must reach behind the API (`set_stack_status`).
+- Nothing here sleeps on a timer: waits poll a condition against a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from moto.cloudformation.models import cloudformation_backends
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.moto_api._internal.models import moto_api_backend
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from reconciler.embedded import cfn, faults, wsgi
+
+TEMPLATE = "biglearn-stack.json"
+_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+_SETTLED_POLL = 0.02  # seconds between polls of a stack's status: cheap in-process calls
+
+
+def template_body(name: str = TEMPLATE) -> str:
+    """A template shipped in `reconciler/templates/`."""
+    return (pathlib.Path(__file__).resolve().parent.parent / "templates" / name).read_text("utf-8")
+
+
+class Emulator:
+    """An in-process AWS endpoint whose CloudFormation updates behave like AWS's."""
+
+    def __init__(
+        self,
+        region: str = "us-east-1",
+        update_seconds: float = 2.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        self.region = region
+        self.update_seconds = update_seconds  # how long an update stays *_IN_PROGRESS
+        self.account_id = DEFAULT_ACCOUNT_ID
+        self.faults = faults.Faults(seed)
+        self._host, self._port = host, port
+        self._stopping = threading.Event()
+        self.updates = cfn.StackUpdates(lambda: self.update_seconds, self._stopping)
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        app = wsgi.Middleware(
+            DomainDispatcherApplication(create_backend_app), self.updates, self.faults, self.region
+        )
+        self._stopping.clear()
+        self._server = make_server(
+            self._host, self._port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(
+            # A short poll interval: stop() waits for it, and tests stop an emulator each.
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="emulator-server",
+            daemon=True,
+        )
+        self._thread.start()
+        self._reset_moto()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.updates.join(timeout=5.0)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running: call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def _reset_moto(self) -> None:
+        with self.updates.lock:
+            moto_api_backend.reset()
+
+    # --- clients and helpers ----------------------------------------------------------
+
+    def client(self, service: str, retries: int | None = None) -> Any:
+        """A boto3 client for this endpoint; `retries=1` to see each fault as it comes."""
+        config = Config(
+            retries={"mode": "standard", "max_attempts": retries or 3},
+            connect_timeout=5,
+            read_timeout=30,
+        )
+        factory: Any = boto3.client  # the service is chosen at run time: no stub applies
+        return factory(
+            service,
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            config=config,
+            **_CREDENTIALS,
+        )
+
+    def register_image(self, name: str) -> str:
+        """An EC2 image that exists, for templates and specs to point at."""
+        answer = self.client("ec2").register_image(Name=name, RootDeviceName="/dev/sda1")
+        return str(answer["ImageId"])
+
+    def ensure_bucket(self, name: str) -> None:
+        s3 = self.client("s3")
+        try:
+            s3.head_bucket(Bucket=name)
+        except s3.exceptions.ClientError:
+            s3.create_bucket(Bucket=name)
+
+    def create_stack(
+        self, stack_name: str, parameters: Mapping[str, str], template: str | None = None
+    ) -> str:
+        """Create a stack (the shipped template by default); its id, once CREATE_COMPLETE."""
+        answer = self.client("cloudformation").create_stack(
+            StackName=stack_name,
+            TemplateBody=template if template is not None else template_body(),
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        )
+        self.wait_settled(stack_name)
+        return str(answer["StackId"])
+
+    def delete_stack(self, stack_name: str) -> None:
+        with self.updates.lock:
+            stack = self._stack(stack_name)
+            self.updates.forget(stack)
+            cloudformation_backends[self.account_id][self.region].delete_stack(stack.stack_id)
+
+    # --- fault injection and test controls --------------------------------------------
+
+    def fail_next_update(self, stack_name: str, reason: str = cfn.DEFAULT_FAILURE) -> None:
+        """The stack's next update rolls back, with `reason` on UPDATE_ROLLBACK_IN_PROGRESS."""
+        self.updates.fail_next(stack_name, reason)
+
+    def set_stack_status(self, stack_name: str, status: str, reason: str | None = None) -> None:
+        """Force a status (e.g. UPDATE_ROLLBACK_FAILED); stops an update in progress."""
+        self.updates.set_status(self._stack(stack_name), status, reason)
+
+    def stack_status(self, stack_name: str) -> str:
+        stacks = self.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+        return str(stacks[0]["StackStatus"])
+
+    def wait_settled(self, stack_name: str, timeout: float | None = None) -> str:
+        """Poll until the stack is in no *_IN_PROGRESS state; that status."""
+        limit = timeout if timeout is not None else 10.0 + 3 * self.update_seconds
+        return wait_for(
+            lambda: _settled(self.stack_status(stack_name)),
+            timeout=limit,
+            what=f"stack {stack_name} to settle",
+        )
+
+    def _stack(self, stack_name: str) -> Any:
+        return cloudformation_backends[self.account_id][self.region].get_stack(stack_name)
+
+
+def _settled(status: str) -> str | None:
+    return None if status.endswith("_IN_PROGRESS") else status
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T | None], timeout: float, what: str, poll: float = _SETTLED_POLL
+) -> T:
+    """Poll `condition` until it returns something other than None; TimeoutError after."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value is not None:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)

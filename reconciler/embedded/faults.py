@@ -1,0 +1,89 @@
+"""Faults the emulator injects into requests: throttling and server errors on a share of calls.
+
+Rules of this file:
+- `Faults` is consulted once per request, before moto sees it; it decides, it does not render.
+- Every setting can change while the server runs (tests turn faults on mid-rollout), so all
+  state sits behind one lock.
+- Randomness comes from a seeded `random.Random`, so a failing run can be replayed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """An error answer to send instead of moto's: HTTP status, AWS error code, message."""
+
+    status: int
+    code: str
+    message: str
+
+
+THROTTLING = Fault(400, "Throttling", "Rate exceeded")
+INTERNAL = Fault(500, "InternalFailure", "We encountered an internal error. Please try again.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    fault: Fault
+    fraction: float
+    service: str
+    actions: frozenset[str] | None  # None: every action of the service
+
+
+class Faults:
+    """Which requests fail: rules of (service, actions, fraction, fault), checked in order."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[_Rule] = []
+        self._random = random.Random(seed)  # noqa: S311 - fault injection, not cryptography
+        self.injected = 0  # how many requests got a fault; tests assert faults really happened
+
+    def throttle(
+        self,
+        fraction: float,
+        service: str = "cloudformation",
+        actions: set[str] | None = None,
+    ) -> None:
+        """Answer `Throttling: Rate exceeded` on `fraction` (0..1) of the service's calls."""
+        self.add(THROTTLING, fraction, service, actions)
+
+    def server_errors(
+        self,
+        fraction: float,
+        service: str = "cloudformation",
+        actions: set[str] | None = None,
+    ) -> None:
+        """Answer HTTP 500 `InternalFailure` on `fraction` of the service's calls."""
+        self.add(INTERNAL, fraction, service, actions)
+
+    def add(
+        self, fault: Fault, fraction: float, service: str, actions: set[str] | None = None
+    ) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction {fraction} is not between 0 and 1")
+        rule = _Rule(fault, fraction, service, None if actions is None else frozenset(actions))
+        with self._lock:
+            self._rules.append(rule)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def decide(self, service: str, action: str) -> Fault | None:
+        """The fault for this request, or None to let it through."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.service != service:
+                    continue
+                if rule.actions is not None and action not in rule.actions:
+                    continue
+                if self._random.random() < rule.fraction:
+                    self.injected += 1
+                    return rule.fault
+        return None

@@ -1,0 +1,152 @@
+"""The WSGI layer in front of moto's server: faults first, then UpdateStack, then moto.
+
+Rules of this file:
+- The service and action of a request are read the way moto's dispatcher reads them (the
+  SigV4 credential scope; the form's `Action` or the `X-Amz-Target` header), never guessed
+  from the URL alone.
+- Errors are rendered in the protocol the client's SDK parses for that service, so boto3
+  raises the same `ClientError` (code, message, HTTP status) that AWS would cause.
+- Every request runs under the update layer's lock and its body is read inside it: moto's
+  backends are not thread-safe and the update timelines mutate them from other threads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
+
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.iam.models import get_account_id_from
+
+from reconciler.embedded import cfn, faults
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+_SCOPE_RE = re.compile(r"Credential=([^/]+)/\d{8}/([^/]+)/([^/]+)/")
+_QUERY_SERVICES = frozenset({"cloudformation", "autoscaling", "elasticloadbalancing", "sts", "iam"})
+_CFN_NS = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
+
+
+class Middleware:
+    """Wraps moto's WSGI app: injects faults and answers CloudFormation's UpdateStack."""
+
+    def __init__(
+        self, app: WsgiApp, updates: cfn.StackUpdates, injected: faults.Faults, region: str
+    ) -> None:
+        self._app = app
+        self._updates = updates
+        self._faults = injected
+        self._region = region
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        body = _read_body(environ)
+        access_key, region, service = _scope(environ, self._region)
+        action = _action(environ, body)
+        fault = self._faults.decide(service, action)
+        if fault is not None:
+            return _error(start_response, service, fault.status, fault.code, fault.message)
+        with self._updates.lock:
+            if service == "cloudformation" and action == "UpdateStack":
+                return self._update_stack(start_response, access_key, region, body)
+            # Materialize moto's answer while holding the lock: its iterable may be lazy.
+            return [b"".join(self._app(environ, start_response))]
+
+    def _update_stack(
+        self, start_response: StartResponse, access_key: str, region: str, body: bytes
+    ) -> Iterable[bytes]:
+        form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        try:
+            stack_id = self._updates.update(_account(access_key), region, form)
+        except cfn.Refused as exc:
+            return _error(start_response, "cloudformation", 400, exc.code, exc.message)
+        xml = (
+            f'<UpdateStackResponse xmlns="{_CFN_NS}"><UpdateStackResult>'
+            f"<StackId>{escape(stack_id)}</StackId></UpdateStackResult>"
+            f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
+            "</UpdateStackResponse>"
+        )
+        return _respond(start_response, 200, "text/xml", xml.encode())
+
+
+def _read_body(environ: Environ) -> bytes:
+    """Read the body and put it back, so moto can read it again."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body: bytes = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return body
+
+
+def _scope(environ: Environ, default_region: str) -> tuple[str, str, str]:
+    """(access key, region, service) from the SigV4 Authorization header."""
+    match = _SCOPE_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if match is None:
+        return "AKIAEXAMPLE", default_region, "unknown"
+    return match.group(1), match.group(2), match.group(3)
+
+
+def _action(environ: Environ, body: bytes) -> str:
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return str(target).rsplit(".", 1)[-1]
+    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        for key, value in parse_qsl(body.decode("utf-8", "replace")):
+            if key == "Action":
+                return value
+    return str(environ.get("REQUEST_METHOD", ""))  # REST services (S3): the HTTP method
+
+
+def _account(access_key: str) -> str:
+    # moto's own rule: an explicit account, else the one the access key belongs to.
+    return (
+        os.environ.get("MOTO_ACCOUNT_ID") or get_account_id_from(access_key) or DEFAULT_ACCOUNT_ID
+    )
+
+
+def _error(
+    start_response: StartResponse, service: str, status: int, code: str, message: str
+) -> Iterable[bytes]:
+    request_id = str(uuid.uuid4())
+    kind = "Sender" if status < 500 else "Receiver"
+    if service in _QUERY_SERVICES:
+        xml = (
+            f'<ErrorResponse xmlns="{_CFN_NS}"><Error><Type>{kind}</Type>'
+            f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+        return _respond(start_response, status, "text/xml", xml.encode())
+    if service == "ec2":
+        xml = (
+            f"<Response><Errors><Error><Code>{escape(code)}</Code>"
+            f"<Message>{escape(message)}</Message></Error></Errors>"
+            f"<RequestID>{request_id}</RequestID></Response>"
+        )
+        return _respond(start_response, status, "text/xml", xml.encode())
+    if service == "s3":
+        xml = (
+            f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>"
+        )
+        return _respond(start_response, status, "application/xml", xml.encode())
+    payload = json.dumps({"__type": code, "message": message}).encode()
+    return _respond(start_response, status, "application/x-amz-json-1.1", payload)
+
+
+def _respond(
+    start_response: StartResponse, status: int, content_type: str, body: bytes
+) -> Iterable[bytes]:
+    reason = {200: "OK", 400: "Bad Request", 500: "Internal Server Error"}.get(status, "Error")
+    start_response(
+        f"{status} {reason}",
+        [("Content-Type", content_type), ("Content-Length", str(len(body)))],
+    )
+    return [body]
