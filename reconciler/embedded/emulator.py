@@ -119,10 +119,11 @@ class Emulator:
 
     # --- clients and helpers ----------------------------------------------------------
 
-    def client(self, service: str, retries: int | None = None) -> Any:
-        """A boto3 client for this endpoint; `retries=1` to see each fault as it comes."""
+    def client(self, service: str, attempts: int = 3) -> Any:
+        """A boto3 client for this endpoint; `attempts=1` to see each fault as it comes."""
         config = Config(
-            retries={"mode": "standard", "max_attempts": retries or 3},
+            # total_max_attempts counts the first try; botocore's max_attempts does not.
+            retries={"mode": "standard", "total_max_attempts": attempts},
             connect_timeout=5,
             read_timeout=30,
         )

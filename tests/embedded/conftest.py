@@ -35,4 +35,4 @@ def stack(emulator: Emulator, images: tuple[str, str]) -> str:
 @pytest.fixture
 def cfn(emulator: Emulator) -> Any:
     """A CloudFormation client that shows every error (no retries)."""
-    return emulator.client("cloudformation", retries=1)
+    return emulator.client("cloudformation", attempts=1)
