@@ -1,9 +1,10 @@
 """CloudFormation stack updates as AWS runs them, on top of moto's synchronous ones.
 
 Rules of this file:
-- Only UpdateStack is answered here; every other CloudFormation call goes to moto, which
-  reads the status, parameters, `last_updated_time` and events this file leaves on moto's
-  own `Stack` objects (moto's serializer renders any attribute named like the API field).
+- Only UpdateStack, CancelUpdateStack and ContinueUpdateRollback are answered here; every
+  other CloudFormation call goes to moto, which reads the status, parameters,
+  `last_updated_time` and events this file leaves on moto's own `Stack` objects (moto's
+  serializer renders any attribute named like the API field).
 - An update is a timeline of (fraction of `update_seconds`, status, action), a table per
   outcome. The new template and parameters are applied to moto at once, so describe_stacks
   shows them while the update is in progress, as AWS does; a rollback applies the old ones.
@@ -48,6 +49,12 @@ FAILURE: tuple[Step, ...] = (
     (0.8, "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", None),
     (1.0, "UPDATE_ROLLBACK_COMPLETE", None),
 )
+# CancelUpdateStack and ContinueUpdateRollback: the rollback starts at once.
+ROLLBACK_NOW: tuple[Step, ...] = (
+    (0.0, "UPDATE_ROLLBACK_IN_PROGRESS", _APPLY_OLD),
+    (0.6, "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", None),
+    (1.0, "UPDATE_ROLLBACK_COMPLETE", None),
+)
 
 
 class Refused(Exception):
@@ -80,6 +87,7 @@ class StackUpdates:
         self._generation: dict[str, int] = {}  # stack id -> interventions so far
         self._running: dict[str, _Update] = {}  # stack id -> the update in progress
         self._fail_next: dict[str, str] = {}  # stack name or id -> rollback reason
+        self._interrupted: dict[str, _Update] = {}  # stack id -> update frozen by set_status
         self._threads: list[threading.Thread] = []
 
     # --- controls ---------------------------------------------------------------------
@@ -90,6 +98,9 @@ class StackUpdates:
 
     def set_status(self, stack: Stack, status: str, reason: str | None = None) -> None:
         with self.lock:
+            running = self._running.get(stack.stack_id)
+            if running is not None:  # ContinueUpdateRollback will restore its old values
+                self._interrupted[stack.stack_id] = running
             self._intervene(stack)
             self._transition(stack, status, reason, token=None)
 
@@ -137,16 +148,45 @@ class StackUpdates:
             _apply(stack, template, parameters)
         except Exception as exc:  # any moto failure is a failed update, as in AWS
             update.failure = update.failure or f"Update failed: {exc}"
-        steps = FAILURE if update.failure is not None else SUCCESS
+        self._launch(update, generation, FAILURE if update.failure is not None else SUCCESS)
+
+    def _launch(self, update: _Update, generation: int, steps: tuple[Step, ...]) -> None:
         thread = threading.Thread(
             target=self._play,
             args=(update, generation, steps),
-            name=f"emulator-update-{stack.name}",
+            name=f"emulator-update-{update.stack.name}",
             daemon=True,
         )
         self._threads = [t for t in self._threads if t.is_alive()]
         self._threads.append(thread)
         thread.start()
+
+    # --- CancelUpdateStack, ContinueUpdateRollback ------------------------------------
+
+    def cancel(self, account_id: str, region: str, form: Mapping[str, str]) -> None:
+        """Roll back the update in progress, as CancelUpdateStack does."""
+        with self.lock:
+            stack = _find_stack(account_id, region, form.get("StackName", ""))
+            running = self._running.get(stack.stack_id)
+            if stack.status != "UPDATE_IN_PROGRESS" or running is None:
+                raise Refused("CancelUpdateStack cannot be called from current stack status")
+            running.failure = "User Initiated"
+            generation = self._intervene(stack)
+            self._running[stack.stack_id] = running
+            self._launch(running, generation, ROLLBACK_NOW)
+
+    def continue_rollback(self, account_id: str, region: str, form: Mapping[str, str]) -> None:
+        """Finish a rollback that failed (UPDATE_ROLLBACK_FAILED), as a person would ask."""
+        with self.lock:
+            stack = _find_stack(account_id, region, form.get("StackName", ""))
+            if stack.status != "UPDATE_ROLLBACK_FAILED":
+                raise Refused("ContinueUpdateRollback cannot be called from current stack status")
+            current = _Update(stack, None, str(stack.template), live_parameters(stack), None)
+            update = self._interrupted.pop(stack.stack_id, current)
+            update.failure = "User Initiated"
+            generation = self._intervene(stack)
+            self._running[stack.stack_id] = update
+            self._launch(update, generation, ROLLBACK_NOW)
 
     def _play(self, update: _Update, generation: int, steps: tuple[Step, ...]) -> None:
         started = 0.0
@@ -164,6 +204,8 @@ class StackUpdates:
     def _step(self, update: _Update, status: str, action: str | None) -> None:
         stack = update.stack
         reason = update.failure if status == "UPDATE_ROLLBACK_IN_PROGRESS" else None
+        if status == "UPDATE_ROLLBACK_IN_PROGRESS":
+            self._interrupted.pop(stack.stack_id, None)
         if action == _APPLY_OLD:
             _apply(stack, update.old_template, update.old_parameters)
         self._transition(stack, status, reason, update.token)

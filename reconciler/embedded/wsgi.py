@@ -4,6 +4,7 @@ Rules of this file:
 - The service and action of a request are read the way moto's dispatcher reads them (the
   SigV4 credential scope; the form's `Action` or the `X-Amz-Target` header), never guessed
   from the URL alone.
+- UpdateStack, CancelUpdateStack and ContinueUpdateRollback go to the update layer.
 - Errors are rendered in the protocol the client's SDK parses for that service, so boto3
   raises the same `ClientError` (code, message, HTTP status) that AWS would cause.
 - Every request runs under the update layer's lock and its body is read inside it: moto's
@@ -33,6 +34,7 @@ WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 _SCOPE_RE = re.compile(r"Credential=([^/]+)/\d{8}/([^/]+)/([^/]+)/")
 _QUERY_SERVICES = frozenset({"cloudformation", "autoscaling", "elasticloadbalancing", "sts", "iam"})
+_OURS = frozenset({"UpdateStack", "CancelUpdateStack", "ContinueUpdateRollback"})
 _CFN_NS = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
 
 
@@ -55,24 +57,37 @@ class Middleware:
         if fault is not None:
             return _error(start_response, service, fault.status, fault.code, fault.message)
         with self._updates.lock:
-            if service == "cloudformation" and action == "UpdateStack":
-                return self._update_stack(start_response, access_key, region, body)
+            if service == "cloudformation" and action in _OURS:
+                return self._ours(start_response, action, access_key, region, body)
             # Materialize moto's answer while holding the lock: its iterable may be lazy.
             return [b"".join(self._app(environ, start_response))]
 
-    def _update_stack(
-        self, start_response: StartResponse, access_key: str, region: str, body: bytes
+    def _ours(
+        self,
+        start_response: StartResponse,
+        action: str,
+        access_key: str,
+        region: str,
+        body: bytes,
     ) -> Iterable[bytes]:
+        """The CloudFormation calls the update layer answers instead of moto."""
         form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        account = _account(access_key)
+        result = ""
         try:
-            stack_id = self._updates.update(_account(access_key), region, form)
+            if action == "UpdateStack":
+                stack_id = self._updates.update(account, region, form)
+                result = f"<StackId>{escape(stack_id)}</StackId>"
+            elif action == "CancelUpdateStack":
+                self._updates.cancel(account, region, form)
+            else:
+                self._updates.continue_rollback(account, region, form)
         except cfn.Refused as exc:
             return _error(start_response, "cloudformation", 400, exc.code, exc.message)
         xml = (
-            f'<UpdateStackResponse xmlns="{_CFN_NS}"><UpdateStackResult>'
-            f"<StackId>{escape(stack_id)}</StackId></UpdateStackResult>"
+            f'<{action}Response xmlns="{_CFN_NS}"><{action}Result>{result}</{action}Result>'
             f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
-            "</UpdateStackResponse>"
+            f"</{action}Response>"
         )
         return _respond(start_response, 200, "text/xml", xml.encode())
 

@@ -274,3 +274,37 @@ def test_delete_stack_removes_it(emulator: Emulator, stack: str, cfn: Any) -> No
     with pytest.raises(ClientError) as exc:
         describe(cfn)
     assert _error(exc)[0] == "ValidationError"
+
+
+def test_cancel_update_stack_rolls_the_update_back(
+    emulator: Emulator, stack: str, cfn: Any, images: tuple[str, str]
+) -> None:
+    """CancelUpdateStack during UPDATE_IN_PROGRESS: rollback to the old parameters."""
+    old, new = images
+    cfn.update_stack(
+        StackName=STACK, UsePreviousTemplate=True, Parameters=update_params(LcImageId=new)
+    )
+    cfn.cancel_update_stack(StackName=STACK)
+    assert emulator.wait_settled(STACK) == "UPDATE_ROLLBACK_COMPLETE"
+    assert live(cfn)["LcImageId"] == old
+
+
+def test_cancel_without_an_update_in_progress_is_refused(stack: str, cfn: Any) -> None:
+    """CancelUpdateStack on a settled stack: ValidationError."""
+    with pytest.raises(ClientError) as exc:
+        cfn.cancel_update_stack(StackName=STACK)
+    assert _error(exc)[0] == "ValidationError"
+
+
+def test_continue_update_rollback_brings_back_the_old_parameters(
+    emulator: Emulator, stack: str, cfn: Any, images: tuple[str, str]
+) -> None:
+    """A person's fix for UPDATE_ROLLBACK_FAILED: ContinueUpdateRollback ends it completed."""
+    old, new = images
+    cfn.update_stack(
+        StackName=STACK, UsePreviousTemplate=True, Parameters=update_params(LcImageId=new)
+    )
+    emulator.set_stack_status(STACK, "UPDATE_ROLLBACK_FAILED")
+    cfn.continue_update_rollback(StackName=STACK)
+    assert emulator.wait_settled(STACK) == "UPDATE_ROLLBACK_COMPLETE"
+    assert live(cfn)["LcImageId"] == old
