@@ -335,7 +335,7 @@ def _daemon(
 def cmd_status(args: argparse.Namespace, conf: settings.Settings) -> int:
     path = f"/api/v1/stacks/{args.name}" if args.name else "/api/v1/stacks"
     data = _daemon(conf, "GET", path)
-    stacks = [data] if args.name else data
+    stacks = [data] if args.name else data["stacks"]
     if args.output == "json":
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -364,7 +364,7 @@ def _control(action: str) -> Callable[[argparse.Namespace, settings.Settings], i
 
 
 def cmd_history(args: argparse.Namespace, conf: settings.Settings) -> int:
-    rows = _daemon(conf, "GET", f"/api/v1/stacks/{args.name}/history")
+    rows = _daemon(conf, "GET", f"/api/v1/stacks/{args.name}/history")["history"]
     if args.output == "json":
         print(json.dumps(rows, indent=2))
         return EXIT_OK

@@ -11,12 +11,13 @@ Rules of this file:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -28,6 +29,7 @@ from reconciler.metrics import Metrics
 from reconciler.store import Store
 
 GIT_JOB = "git-poll"
+STOP_GRACE_SECONDS = 30.0  # a step is a few AWS calls; past this, exit anyway
 JITTER = 0.1  # share of a period added at random, so many daemons do not poll in step
 
 
@@ -74,6 +76,8 @@ class Daemon:
         self._aws_answered = False
         self._heartbeat = time.monotonic()
         self._stopped = threading.Event()
+        self._idle = threading.Condition()
+        self._inflight = 0
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -97,7 +101,11 @@ class Daemon:
             return
         self._stopped.set()
         self.log.info("stopping: finishing steps in flight")
-        self.scheduler.shutdown(wait=True)
+        # Not shutdown(wait=True): it holds the job-store lock while waiting, and a git poll
+        # in flight that adds a job would wait for that lock forever.
+        self.scheduler.shutdown(wait=False)
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0, timeout=STOP_GRACE_SECONDS)
         self.server.stop()
         self.store.close()
         self._lock_file.release()
@@ -108,7 +116,27 @@ class Daemon:
 
     # --- git ----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _job(self) -> Iterator[bool]:
+        """Counts a job in flight so stop() can wait for it; yields False once stopping."""
+        with self._idle:
+            if self._stopped.is_set():
+                yield False
+                return
+            self._inflight += 1
+        try:
+            yield True
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
     def poll_git(self) -> None:
+        with self._job() as go:
+            if go:
+                self._poll_git()
+
+    def _poll_git(self) -> None:
         self._heartbeat = time.monotonic()
         try:
             snapshot = self.source.poll()
@@ -172,8 +200,13 @@ class Daemon:
     # --- reconcile ----------------------------------------------------------------------
 
     def reconcile(self, name: str) -> None:
+        with self._job() as go:
+            if go:
+                self._reconcile(name)
+
+    def _reconcile(self, name: str) -> None:
         loaded = self.catalog.specs.get(name)
-        if loaded is None or self._stopped.is_set():
+        if loaded is None:
             return
         with self._guard:
             self._resync.discard(name)

@@ -1,0 +1,442 @@
+"""`reconciler demo`: the whole rollout on an embedded AWS, printed as it happens.
+
+Rules of this file:
+- Everything is real but the cloud: the daemon code path of `reconciler run`, a real git
+  repository with a merge commit, a signed webhook over HTTP, the status API read over
+  HTTP. Only AWS is the in-process emulator, and the migration instance is played here.
+- Each scenario exits 0 when the daemon did the right thing, and says what that was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+from reconciler import daemon, logs, settings
+from reconciler.embedded.emulator import Emulator
+from reconciler.embedded.migration import MigrationWorker
+
+STACK = "Stack1"
+NAME = "biglearn-api"
+BUCKET = "deploy-status"
+SCENARIOS = ("happy", "migration-fails", "update-rolls-back", "paused")
+
+SPEC = """\
+apiVersion: reconciler/v1
+kind: StackDeployment
+metadata:
+  name: {name}
+spec:
+  stackName: {stack}
+  region: us-east-1
+  image: {image}
+  capacity:
+    api: 2
+    migration: 1
+  parameters:
+    EnvName: demo
+  migration:
+    check: s3
+    location: s3://{bucket}/{name}
+    timeout: 5m
+  rollout:
+    timeout: 5m
+    verifyHealth: true
+  interval: 2s
+{paused}"""
+
+
+@dataclasses.dataclass
+class Scene:
+    """What the demo set up, for the scenario to play with."""
+
+    emulator: Emulator
+    daemon: daemon.Daemon
+    repo: pathlib.Path
+    old: str
+    new: str
+    base_url: str
+    secret: str
+    out: TextIO
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:5.1f}s] {text}", file=self.out, flush=True)
+
+    def status(self) -> dict[str, Any]:
+        url = f"{self.base_url}/api/v1/stacks/{NAME}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 (loopback http)
+                data: dict[str, Any] = json.load(r)
+                return data
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+            # The daemon has not read git yet: nothing to show so far.
+            return {
+                "phase": "-",
+                "message": "the daemon has not read the spec yet",
+                "migration": {"status": None, "progress": None},
+                "live": {"parameters": {}},
+            }
+
+    def live(self) -> dict[str, str]:
+        cfn = self.emulator.client("cloudformation")
+        stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
+        return {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+
+
+def run(scenario: str = "happy", keep_running: bool = False, timeout: float = 120.0) -> int:
+    """Play one scenario; 0 when the daemon did the right thing."""
+    if scenario not in SCENARIOS:
+        print(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    _isolate_from_real_aws()
+    logs.configure("json", "warning", stream=open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the process)
+    with (
+        tempfile.TemporaryDirectory(prefix="reconciler-demo-") as tmp,
+        _scene(pathlib.Path(tmp)) as scene,
+    ):
+        scene.say(f"scenario {scenario}: {_INTRO[scenario]}")
+        ok = _PLAYS[scenario](scene, time.monotonic() + timeout)
+        _print_final(scene)
+        if keep_running:
+            scene.say(
+                f"still running: curl {scene.base_url}/metrics ; "
+                f"reconciler status --listen {scene.base_url.removeprefix('http://')} ; Ctrl-C ends"
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+        return 0 if ok else 1
+
+
+_INTRO = {
+    "happy": "an AMI bump is merged; migrations run first, then the API group switches",
+    "migration-fails": "the migration for the new image fails; the API group must stay",
+    "update-rolls-back": "the switch of the API group rolls back in CloudFormation",
+    "paused": "the bump is merged with `paused` set; nothing may change until resumed",
+}
+
+
+def _isolate_from_real_aws() -> None:
+    # The demo must never reach a real account, whatever the user's shell has configured.
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="demo",
+        AWS_SECRET_ACCESS_KEY="demo",  # noqa: S105 (a placeholder the emulator accepts)
+        AWS_SESSION_TOKEN="demo",  # noqa: S105
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    for var in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL"):
+        os.environ.pop(var, None)
+
+
+@contextlib.contextmanager
+def _scene(tmp: pathlib.Path) -> Iterator[Scene]:
+    out = sys.stdout
+    started = time.monotonic()
+    with Emulator(update_seconds=1.5) as emulator:
+        old, new = emulator.register_image("biglearn-v1"), emulator.register_image("biglearn-v2")
+        emulator.ensure_bucket(BUCKET)
+        emulator.create_stack(STACK, _stack_parameters(old))
+        repo = _git_repo(tmp / "repo", _spec(old))
+        secret = secrets.token_hex(16)
+        conf = settings.Settings(
+            state_dir=tmp / "state",
+            git=settings.GitSettings(repo=str(repo), poll_interval=dt.timedelta(minutes=5)),
+            aws=settings.AwsSettings(endpoint_url=emulator.endpoint_url),
+            scheduling=settings.SchedulingSettings(active_interval=dt.timedelta(seconds=0.5)),
+            http=settings.HttpSettings(
+                listen="127.0.0.1:0",
+                webhook_secret=secret,
+                allow_unauthenticated_controls=True,
+            ),
+        )
+        d = daemon.Daemon(conf)
+        d.start()
+        host, port = d.server.address
+        scene = Scene(emulator, d, repo, old, new, f"http://{host}:{port}", secret, out, started)
+        scene.say(f"AWS emulator at {emulator.endpoint_url}; stack {STACK} runs {old}")
+        scene.say(f"daemon at {scene.base_url} (status: /api/v1/stacks, metrics: /metrics)")
+        try:
+            yield scene
+        finally:
+            d.stop()
+
+
+def _stack_parameters(image: str) -> dict[str, str]:
+    return {
+        "EnvName": "demo",
+        "KeyName": "demo-key",
+        "RepoUrl": "https://example.invalid/biglearn.git",
+        "BranchNameOrSha": "main",
+        "LcImageId": image,
+        "MigrationLcImageId": image,
+        "MigrationDesiredCapacity": "0",
+        "Asg1DesiredCapacity": "2",
+    }
+
+
+def _spec(image: str, paused: str = "") -> str:
+    return SPEC.format(name=NAME, stack=STACK, image=image, bucket=BUCKET, paused=paused)
+
+
+# --- git ------------------------------------------------------------------------------
+
+
+def _git(repo: pathlib.Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Demo Developer",
+        "GIT_AUTHOR_EMAIL": "dev@example.invalid",
+        "GIT_COMMITTER_NAME": "Demo Developer",
+        "GIT_COMMITTER_EMAIL": "dev@example.invalid",
+    }
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+    )
+    return done.stdout.strip()
+
+
+def _git_repo(repo: pathlib.Path, spec_text: str) -> pathlib.Path:
+    repo.mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "deploy-specs").mkdir()
+    (repo / "deploy-specs" / f"{NAME}.yaml").write_text(spec_text)
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "biglearn-api: initial spec")
+    return repo
+
+
+def merge_bump(scene: Scene, spec_text: str, title: str) -> str:
+    """Commit on a branch and merge it with a merge commit, as a merged pull request does."""
+    _git(scene.repo, "checkout", "-q", "-b", "bump-image")
+    (scene.repo / "deploy-specs" / f"{NAME}.yaml").write_text(spec_text)
+    _git(scene.repo, "commit", "-q", "-am", title)
+    _git(scene.repo, "checkout", "-q", "main")
+    _git(
+        scene.repo, "merge", "-q", "--no-ff", "-m", f"Merge pull request #1: {title}", "bump-image"
+    )
+    return _git(scene.repo, "rev-parse", "HEAD")
+
+
+def send_webhook(scene: Scene, head: str) -> int:
+    body = json.dumps({"ref": "refs/heads/main", "after": head}).encode()
+    signature = "sha256=" + hmac.new(scene.secret.encode(), body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(  # noqa: S310 (loopback http)
+        f"{scene.base_url}/hooks/git",
+        data=body,
+        method="POST",
+        headers={
+            "X-Hub-Signature-256": signature,
+            "X-GitHub-Event": "push",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        return int(response.status)
+
+
+# --- watching -------------------------------------------------------------------------
+
+
+def watch(
+    scene: Scene,
+    deadline: float,
+    done: Callable[[dict[str, Any]], bool],
+    on_change: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Print every change of phase, message or migration progress until `done`."""
+    seen: tuple[Any, ...] = ()
+    while True:
+        status = scene.status()
+        key = (status["phase"], status["message"], status["migration"]["progress"])
+        if key != seen:
+            seen = key
+            progress = status["migration"]
+            extra = (
+                f" [migration {progress['status']} {progress['progress']}]"
+                if progress["status"]
+                else ""
+            )
+            scene.say(f"{status['phase']:<16} {status['message']}{extra}")
+            if on_change is not None:
+                on_change(status)
+        if done(status):
+            return status
+        if time.monotonic() > deadline:
+            scene.say("timed out waiting for the daemon")
+            return status
+        time.sleep(0.2)  # the status API is polled, as a person would refresh it
+
+
+def _in_sync_on(image: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda s: s["phase"] == "InSync" and s["live"]["parameters"].get("LcImageId") == image
+
+
+def _bump(scene: Scene, deadline: float, paused: str = "") -> None:
+    watch(scene, deadline, _in_sync_on(scene.old))
+    head = merge_bump(scene, _spec(scene.new, paused), f"Deploy {scene.new}")
+    code = send_webhook(scene, head)
+    scene.say(
+        f"merged pull request #1 ({head[:12]}): image {scene.old} -> {scene.new}; webhook answered {code}"
+    )
+
+
+# --- scenarios ------------------------------------------------------------------------
+
+
+def _happy(scene: Scene, deadline: float) -> bool:
+    with MigrationWorker(scene.emulator, STACK, f"s3://{BUCKET}/{NAME}", steps=4, step_seconds=0.5):
+        _bump(scene, deadline)
+        final = watch(scene, deadline, _in_sync_on(scene.new))
+    ok = _converged(scene, scene.new) and final["phase"] == "InSync"
+    scene.say(
+        "rollout converged: the API group runs the new image, migrations ran first"
+        if ok
+        else "rollout did NOT converge"
+    )
+    return ok
+
+
+def _migration_fails(scene: Scene, deadline: float) -> bool:
+    worker = MigrationWorker(
+        scene.emulator,
+        STACK,
+        f"s3://{BUCKET}/{NAME}",
+        steps=3,
+        step_seconds=0.4,
+        fail_images={scene.new},
+    )
+    with worker:
+        _bump(scene, deadline)
+        final = watch(scene, deadline, lambda s: s["phase"] == "Failed")
+    live = scene.live()
+    ok = final["phase"] == "Failed" and live["LcImageId"] == scene.old
+    scene.say(
+        f"the daemon held the API group on {live['LcImageId']} because the migration failed, "
+        f"stopped the migration group (capacity {live['MigrationDesiredCapacity']}) and will retry "
+        f"at {final['failures']['nextRetryAt']}"
+        if ok
+        else "the daemon did NOT hold the API group"
+    )
+    return ok
+
+
+def _update_rolls_back(scene: Scene, deadline: float) -> bool:
+    armed: list[bool] = []
+
+    def arm(status: dict[str, Any]) -> None:
+        # The migration group is up: the next update is the switch; make it roll back.
+        if (
+            not armed
+            and status["phase"] == "Migrating"
+            and status["live"]["status"] == "UPDATE_COMPLETE"
+        ):
+            scene.emulator.fail_next_update(STACK, "Instance i-demo failed its ELB health check")
+            armed.append(True)
+            scene.say("(the emulator will roll the next update back)")
+
+    with MigrationWorker(scene.emulator, STACK, f"s3://{BUCKET}/{NAME}", steps=6, step_seconds=0.5):
+        _bump(scene, deadline)
+        final = watch(scene, deadline, lambda s: s["phase"] == "Failed", on_change=arm)
+    live = scene.live()
+    ok = final["phase"] == "Failed" and live["LcImageId"] == scene.old
+    scene.say(
+        f"CloudFormation rolled the switch back; the daemon recorded the failure, the API group "
+        f"is on {live['LcImageId']}, retry at {final['failures']['nextRetryAt']} "
+        "(a new commit retries at once)"
+        if ok
+        else "the daemon did NOT record the rollback"
+    )
+    return ok
+
+
+def _paused(scene: Scene, deadline: float) -> bool:
+    before = scene.live()
+    with MigrationWorker(scene.emulator, STACK, f"s3://{BUCKET}/{NAME}", steps=3, step_seconds=0.4):
+        _bump(scene, deadline, paused='  paused: {reason: "demo: change freeze"}\n')
+        watch(scene, deadline, lambda s: s["phase"] == "Paused")
+        held = time.monotonic() + 3
+        watch(scene, min(held, deadline), lambda s: False)
+        untouched = scene.live() == before
+        scene.say(
+            f"paused for 3 s: stack parameters untouched = {untouched}; "
+            "resuming by merging a commit that clears the flag"
+        )
+        head = merge_bump_again(scene, _spec(scene.new), "Resume the rollout")
+        send_webhook(scene, head)
+        final = watch(scene, deadline, _in_sync_on(scene.new))
+    ok = untouched and final["phase"] == "InSync" and _converged(scene, scene.new)
+    scene.say(
+        "nothing moved while paused; the rollout ran once resumed"
+        if ok
+        else "pause was NOT honoured"
+    )
+    return ok
+
+
+def merge_bump_again(scene: Scene, spec_text: str, title: str) -> str:
+    _git(scene.repo, "branch", "-q", "-D", "bump-image")
+    return merge_bump(scene, spec_text, title)
+
+
+_PLAYS: dict[str, Callable[[Scene, float], bool]] = {
+    "happy": _happy,
+    "migration-fails": _migration_fails,
+    "update-rolls-back": _update_rolls_back,
+    "paused": _paused,
+}
+
+
+def _converged(scene: Scene, image: str) -> bool:
+    """The API group's instances run `image` and the migration group is back to 0."""
+    live = scene.live()
+    if live["LcImageId"] != image or live["MigrationDesiredCapacity"] != "0":
+        return False
+    cfn, asg, ec2 = (scene.emulator.client(s) for s in ("cloudformation", "autoscaling", "ec2"))
+    resources = cfn.describe_stack_resources(StackName=STACK)["StackResources"]
+    group = next(r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "Asg1")
+    found = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
+    ids = [i["InstanceId"] for i in found[0]["Instances"]] if found else []
+    if not ids:
+        return False
+    reservations = ec2.describe_instances(InstanceIds=ids)["Reservations"]
+    images = {i["ImageId"] for r in reservations for i in r["Instances"]}
+    return images == {image}
+
+
+def _print_final(scene: Scene) -> None:
+    live = scene.live()
+    keys = (
+        "LcImageId",
+        "Asg1DesiredCapacity",
+        "MigrationLcImageId",
+        "MigrationDesiredCapacity",
+        "EnvName",
+    )
+    scene.say("final parameters: " + ", ".join(f"{k}={live.get(k)}" for k in keys))
+    history = urllib.request.urlopen(f"{scene.base_url}/api/v1/stacks/{NAME}/history", timeout=5)  # noqa: S310
+    with history:
+        for row in json.load(history)["history"]:
+            scene.say(
+                f"history: {row['fromImage']} -> {row['image']}: {row['result'] or 'in progress'}"
+                + (f" ({row['reason']})" if row.get("reason") else "")
+            )
