@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import io
 import json
 import os
 import pathlib
@@ -104,10 +105,11 @@ class Scene:
 def run(scenario: str = "happy", keep_running: bool = False, timeout: float = 120.0) -> int:
     """Play one scenario; 0 when the daemon did the right thing."""
     if scenario not in SCENARIOS:
-        print(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
+        sys.stderr.write(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}\n")
         return 2
     _isolate_from_real_aws()
-    logs.configure("json", "warning", stream=open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the process)
+    # The timeline is the demo's output; the daemon's own log would drown it.
+    logs.configure("json", "warning", stream=_Discard())
     with (
         tempfile.TemporaryDirectory(prefix="reconciler-demo-") as tmp,
         _scene(pathlib.Path(tmp)) as scene,
@@ -126,6 +128,11 @@ def run(scenario: str = "happy", keep_running: bool = False, timeout: float = 12
         return 0 if ok else 1
 
 
+class _Discard(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 _INTRO = {
     "happy": "an AMI bump is merged; migrations run first, then the API group switches",
     "migration-fails": "the migration for the new image fails; the API group must stay",
@@ -138,8 +145,8 @@ def _isolate_from_real_aws() -> None:
     # The demo must never reach a real account, whatever the user's shell has configured.
     os.environ.update(
         AWS_ACCESS_KEY_ID="demo",
-        AWS_SECRET_ACCESS_KEY="demo",  # noqa: S105 (a placeholder the emulator accepts)
-        AWS_SESSION_TOKEN="demo",  # noqa: S105
+        AWS_SECRET_ACCESS_KEY="demo",  # noqa: S106 (a placeholder the emulator accepts)
+        AWS_SESSION_TOKEN="demo",  # noqa: S106
         AWS_DEFAULT_REGION="us-east-1",
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
@@ -296,7 +303,8 @@ def _bump(scene: Scene, deadline: float, paused: str = "") -> None:
     head = merge_bump(scene, _spec(scene.new, paused), f"Deploy {scene.new}")
     code = send_webhook(scene, head)
     scene.say(
-        f"merged pull request #1 ({head[:12]}): image {scene.old} -> {scene.new}; webhook answered {code}"
+        f"merged pull request #1 ({head[:12]}): image {scene.old} -> {scene.new}; "
+        f"webhook answered {code}"
     )
 
 
