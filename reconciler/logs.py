@@ -113,9 +113,13 @@ def _route_stdlib(renderer: Processor, level: int, stream: TextIO) -> None:
 
 
 def configure(
-    fmt: Literal["json", "console", "auto"], level: str = "info", stream: TextIO = sys.stderr
+    fmt: Literal["json", "console", "auto"], level: str = "info", stream: TextIO | None = None
 ) -> None:
-    """Set up logging for the whole process; call once at start-up (tests may call again)."""
+    """Set up logging for the whole process; call once at start-up (tests may call again).
+
+    `stream` defaults to the sys.stderr of the moment of the call, not of import, so a
+    redirected stderr (pytest's capsys, contextlib.redirect_stderr) receives the lines."""
+    stream = stream if stream is not None else sys.stderr
     renderer = _renderer(fmt, stream)
     threshold = _level(level)
     structlog.configure(

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -109,7 +110,7 @@ def run(scenario: str = "happy", keep_running: bool = False, timeout: float = 12
         return 2
     _isolate_from_real_aws()
     # The timeline is the demo's output; the daemon's own log would drown it.
-    logs.configure("json", "warning", stream=_Discard())
+    logs.configure("json", "warning", stream=typing.cast(typing.TextIO, _Discard()))
     with (
         tempfile.TemporaryDirectory(prefix="reconciler-demo-") as tmp,
         _scene(pathlib.Path(tmp)) as scene,
