@@ -244,7 +244,24 @@ class Engine:
         )
 
     def _observe(self, sp: spec.Spec) -> model.Observed:
-        return aws.observe(self.clients, sp, sp.image)
+        observed = aws.observe(self.clients, sp, sp.image)
+        if sp.promotion is None:
+            return observed
+        return dataclasses.replace(observed, upstream=self._upstream(sp.promotion.after))
+
+    def _upstream(self, name: str) -> model.Upstream | None:
+        """The spec a promotion follows, from its last step and its rollout history."""
+        status = self.status(name)
+        if status is None or status.observed is None:
+            return None
+        image = status.desired_image
+        in_sync = status.phase == Phase.IN_SYNC and status.live_image == image
+        done = [
+            r.finished_at
+            for r in self.store.history(name, limit=20)
+            if r.image == image and r.result == "succeeded"
+        ]
+        return model.Upstream(name, image, in_sync, done[0] if done else None)
 
     def _send(
         self,

@@ -84,6 +84,19 @@ class StackView:
 
 
 @dataclasses.dataclass(frozen=True)
+class Upstream:
+    """The spec a promotion follows, as the daemon last saw it."""
+
+    name: str
+    image: str  # the image it is in sync on (its desired image)
+    in_sync: bool
+    since: dt.datetime | None  # when it finished rolling that image out; None: before our time
+
+    def __post_init__(self) -> None:
+        _aware("since", self.since)
+
+
+@dataclasses.dataclass(frozen=True)
 class Observed:
     """Everything the planner may know about the outside world, read just now."""
 
@@ -92,6 +105,7 @@ class Observed:
     api_instances: tuple[Instance, ...] | None = None  # None: not observed this time
     migration_record: MigrationRecord | None = None  # the record for the desired image
     problem: str | None = None  # something a person must fix (e.g. a resource name not found)
+    upstream: Upstream | None = None  # with spec.promotion: the spec it follows
 
 
 # --- remembered -----------------------------------------------------------------------

@@ -343,6 +343,9 @@ def _phase1_applied(ctx: Context) -> bool:
 
 
 def _start_phase1(ctx: Context) -> model.Decision:
+    held = _promotion_gate(ctx)
+    if held is not None:
+        return held
     n = ctx.names
     changes = {
         n.migration_image: ctx.image,
@@ -367,6 +370,33 @@ def _start_phase1(ctx: Context) -> model.Decision:
         f"(revision {ctx.revision[:12]})",
         effects,
     )
+
+
+def _promotion_gate(ctx: Context) -> model.Decision | None:
+    """A promoted spec starts a rollout only of an image its upstream runs, baked."""
+    promotion = ctx.want.promotion
+    if promotion is None or ctx.rollout is not None:
+        return None  # a rollout under way finishes whatever the upstream does meanwhile
+    up = ctx.observed.upstream
+    if up is None:
+        return model.Decision(
+            Phase.WAITING,
+            f"promotion: waiting for {promotion.after}, which this daemon does not manage",
+        )
+    if not up.in_sync or up.image != ctx.image:
+        return model.Decision(
+            Phase.WAITING,
+            f"promotion: waiting for {promotion.after} to run {ctx.image} in sync "
+            f"(it {'is in sync on' if up.in_sync else 'is rolling out'} {up.image})",
+        )
+    if up.since is not None and ctx.now < up.since + promotion.bake:
+        ready = up.since + promotion.bake
+        return model.Decision(
+            Phase.WAITING,
+            f"promotion: {ctx.image} bakes on {promotion.after} until {ready.isoformat()}",
+            requeue="active",
+        )
+    return None
 
 
 def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:

@@ -162,6 +162,20 @@ class Pause(_Model):
     until: Time | None = None
 
 
+class Promotion(_Model):
+    """Roll out only an image that another spec already runs, in sync, for `bake`."""
+
+    after: str
+    bake: Duration = dt.timedelta(minutes=30)
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("must be the metadata.name of another spec ([a-z0-9-]{1,63})")
+        return value
+
+
 class Spec(_Model):
     stack_name: str = Field(alias="stackName", min_length=1, max_length=128)
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -178,6 +192,7 @@ class Spec(_Model):
     rollout: Rollout = Rollout()
     paused: Pause | None = None
     interval: Duration = dt.timedelta(seconds=30)
+    promotion: Promotion | None = None
 
     @field_validator("image")
     @classmethod
@@ -229,6 +244,13 @@ class StackDeployment(_Model):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+    @model_validator(mode="after")
+    def _not_after_itself(self) -> StackDeployment:
+        promotion = self.spec.promotion
+        if promotion is not None and promotion.after == self.metadata.name:
+            raise ValueError("spec.promotion.after names this spec itself")
+        return self
 
 
 @dataclasses.dataclass(frozen=True)

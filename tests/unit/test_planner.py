@@ -420,3 +420,43 @@ def test_tokens_are_valid_for_aws_and_deterministic() -> None:
 def test_naive_now_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         decide(observed(), now=T0.replace(tzinfo=None))
+
+
+# --- promotion ------------------------------------------------------------------------
+
+PROMOTED = {"promotion": {"after": "staging", "bake": "30m"}}
+
+
+def upstream(
+    in_sync: bool = True, image: str = NEW, since: dt.datetime | None = None
+) -> model.Observed:
+    return dataclasses.replace(
+        observed(), upstream=model.Upstream("staging", image, in_sync, since)
+    )
+
+
+def test_a_promoted_spec_waits_while_its_upstream_is_not_managed() -> None:
+    d = decide(observed(), **PROMOTED)
+    assert (d.phase, d.update) == (Phase.WAITING, None) and "staging" in d.message
+
+
+def test_a_promoted_spec_waits_until_its_upstream_runs_the_image_in_sync() -> None:
+    assert decide(upstream(in_sync=False), **PROMOTED).update is None
+    assert decide(upstream(image=NEWER), **PROMOTED).update is None
+
+
+def test_a_promoted_spec_waits_for_the_bake_time_then_rolls() -> None:
+    baking = decide(upstream(since=T0 - minutes(10)), **PROMOTED)
+    assert (baking.phase, baking.update) == (Phase.WAITING, None) and "bakes" in baking.message
+    baked = decide(upstream(since=T0 - minutes(31)), **PROMOTED)
+    assert baked.update is not None and baked.update.kind == "migrate"
+
+
+def test_promotion_does_not_stop_a_rollout_under_way() -> None:
+    d = decide(dataclasses.replace(phase1_live(record()), upstream=None), MIGRATING, **PROMOTED)
+    assert d.update is not None and d.update.kind == "switch"
+
+
+def test_a_spec_cannot_follow_itself() -> None:
+    with pytest.raises(ValueError, match="itself"):
+        deployment(promotion={"after": "biglearn-api"})
