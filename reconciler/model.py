@@ -257,6 +257,11 @@ class ClearRuntimePause:
     """A runtime pause whose `until` has passed."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ConsumeApproval:
+    """An approval is spent by the rollout it released: a later one needs its own."""
+
+
 Effect = (
     StartRollout
     | MarkRollout
@@ -266,6 +271,7 @@ Effect = (
     | RecordFailure
     | ClearFailure
     | ClearRuntimePause
+    | ConsumeApproval
 )
 
 Requeue = Literal["idle", "active", "retry"]

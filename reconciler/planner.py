@@ -441,8 +441,8 @@ def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decisio
                 f"migrations for {ctx.image} succeeded; approve to switch the API group "
                 f"(reconciler approve {ctx.name})",
             )
-        mark = model.MarkRollout(approved_at=ctx.now)
-        return _with_effects(_decide_rest(ctx, settled=(mark,)), (mark,))
+        marks = (model.MarkRollout(approved_at=ctx.now), model.ConsumeApproval())
+        return _with_effects(_decide_rest(ctx, settled=marks), marks)
     n = ctx.names
     changes = {
         n.api_image: ctx.image,
@@ -681,6 +681,8 @@ def apply_effect(memory: model.Memory, effect: model.Effect) -> model.Memory:
             return dataclasses.replace(memory, failure=None)
         case model.ClearRuntimePause():
             return dataclasses.replace(memory, runtime_pause=None)
+        case model.ConsumeApproval():
+            return dataclasses.replace(memory, approved_image=None)
     raise AssertionError(f"unknown effect {effect!r}")  # pragma: no cover
 
 

@@ -388,6 +388,8 @@ def _apply_one(db: sqlite3.Connection, name: str, effect: model.Effect) -> None:
             db.execute("DELETE FROM failures WHERE name = ?", (name,))
         case model.ClearRuntimePause():
             db.execute("DELETE FROM runtime_pauses WHERE name = ?", (name,))
+        case model.ConsumeApproval():
+            db.execute("DELETE FROM approvals WHERE name = ?", (name,))
         case _:
             raise StoreError(f"unknown effect {effect!r}")
 

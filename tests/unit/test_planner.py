@@ -460,3 +460,9 @@ def test_promotion_does_not_stop_a_rollout_under_way() -> None:
 def test_a_spec_cannot_follow_itself() -> None:
     with pytest.raises(ValueError, match="itself"):
         deployment(promotion={"after": "biglearn-api"})
+
+
+def test_an_approval_is_spent_by_the_switch_it_releases() -> None:
+    memory = dataclasses.replace(MIGRATING, approved_image=NEW)
+    d = decide(phase1_live(record()), memory, rollout={"approveAfterMigration": True})
+    assert "ConsumeApproval" in kinds(d)

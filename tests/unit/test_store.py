@@ -616,3 +616,11 @@ def test_store_equals_fold_of_effects(
                 )
                 history = s.history(n, limit=1000)
                 assert history == list(reversed(folded.rollouts))
+
+
+def test_a_consumed_approval_is_gone(tmp_path: pathlib.Path) -> None:
+    """ConsumeApproval removes the approval, so a later rollout of that image asks again."""
+    store = Store(tmp_path / "s.sqlite3")
+    store.approve("a", "ami-00000001", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    store.apply("a", [model.ConsumeApproval()])
+    assert store.load("a").approved_image is None
