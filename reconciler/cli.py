@@ -43,6 +43,14 @@ from reconciler.store import Store
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 TERMINAL = frozenset({Phase.IN_SYNC, Phase.FAILED, Phase.BLOCKED, Phase.PAUSED})
 
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError(f"{text!r} is not true or false")
+    return lowered in ("1", "true", "yes")
+
+
 # (flag, settings path, parser, help): the options every command understands.
 COMMON: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("repo", "git.repo", str, "URL or path of the git repository with the specs (default .)"),
@@ -56,6 +64,19 @@ COMMON: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("poll-interval", "git.poll_interval", spec.parse_duration, "git poll period, e.g. 30s"),
     ("token", "http.token", str, "bearer token of the daemon's controls"),
     ("webhook-secret", "http.webhook_secret", str, "HMAC secret of the git webhook"),
+    (
+        "allow-unauthenticated-controls",
+        "http.allow_unauthenticated_controls",
+        _boolean,
+        "accept runtime controls without a token (never on a shared network)",
+    ),
+    ("workers", "scheduling.workers", int, "reconcile steps that may run at once (default 8)"),
+    (
+        "active-interval",
+        "scheduling.active_interval",
+        spec.parse_duration,
+        "reconcile period while a rollout moves (default 5s)",
+    ),
 )
 
 
@@ -100,7 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     for flag, _, _, help_text in COMMON:
-        common.add_argument(f"--{flag}", help=f"{help_text} [env RECONCILER_{_env(flag)}]")
+        is_switch = flag.startswith("allow-")
+        common.add_argument(
+            f"--{flag}",
+            nargs="?" if is_switch else None,
+            const="true" if is_switch else None,
+            help=f"{help_text} [env RECONCILER_{_env(flag)}]",
+        )
     common.add_argument("--config", help="YAML file with the same option names")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, handler, help_text, extra in _COMMANDS:
