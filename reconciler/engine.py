@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import structlog
@@ -135,6 +135,56 @@ def rollout_json(r: model.RolloutMemory | None) -> dict[str, Any] | None:
     }
 
 
+Listener = Callable[[list[model.Transition]], None]
+
+
+def transitions(
+    status: StackStatus, decision: model.Decision, now: dt.datetime
+) -> list[model.Transition]:
+    """What a step changed that a person may want to hear about (before `status` moves on)."""
+    kinds: list[model.TransitionKind] = []
+    for effect in decision.effects:
+        match effect:
+            case model.StartRollout():
+                kinds.append("rollout_started")
+            case model.MarkRollout(migrated_at=dt.datetime()):
+                kinds.append("migration_succeeded")
+            case model.MarkRollout(switched_at=dt.datetime()):
+                kinds.append("switched")
+            case model.FinishRollout(result="succeeded"):
+                kinds.append("rollout_succeeded")
+            case model.RecordFailure(failure=f):
+                if f.reason.startswith("migration"):
+                    kinds.append("migration_failed")
+                kinds.append("rollout_failed")
+    entered = decision.phase if decision.phase != status.phase else None
+    if entered in _ENTERED:
+        kinds.append(_ENTERED[entered])
+    if status.phase == Phase.PAUSED and entered is not None:
+        kinds.append("resumed")
+    sp = status.deployment.spec
+    return [
+        model.Transition(
+            status.name,
+            sp.stack_name,
+            sp.region,
+            status.revision,
+            k,
+            sp.image,
+            decision.message,
+            now,
+        )
+        for k in dict.fromkeys(kinds)
+    ]
+
+
+_ENTERED: dict[Phase, model.TransitionKind] = {
+    Phase.AWAITING_APPROVAL: "awaiting_approval",
+    Phase.BLOCKED: "blocked",
+    Phase.PAUSED: "paused",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class StepResult:
     name: str
@@ -155,6 +205,7 @@ class Engine:
         metrics: Metrics,
         policy: planner.Policy = planner.DEFAULT_POLICY,
         clock: Clock = utcnow,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         self.clients = clients
         self.store = store
@@ -164,6 +215,7 @@ class Engine:
         self._lock = threading.Lock()
         self._status: dict[str, StackStatus] = {}
         self._log = structlog.get_logger("reconciler.engine")
+        self.listeners = list(listeners)
 
     # --- the set of specs ---------------------------------------------------------------
 
@@ -321,6 +373,7 @@ class Engine:
         now: dt.datetime,
     ) -> None:
         changed = decision.phase != status.phase or decision.message != status.message
+        told = transitions(status, decision, now)
         if decision.phase != status.phase:
             status.last_transition = now
         status.phase, status.message, status.requeue = (
@@ -340,6 +393,17 @@ class Engine:
                 log.warning("step", error=error, **fields)
             else:
                 log.info("step", **fields)
+        self._tell(told)
+
+    def _tell(self, told: list[model.Transition]) -> None:
+        # A listener must not fail a step: what it is told is also in the store and the log.
+        if not told:
+            return
+        for listener in self.listeners:
+            try:
+                listener(told)
+            except Exception:
+                self._log.exception("transition listener failed")
 
     def _count_rollouts(
         self, status: StackStatus, decision: model.Decision, before: model.Memory, now: dt.datetime

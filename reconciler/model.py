@@ -284,3 +284,37 @@ class Decision:
     update: StackUpdate | None = None
     effects: tuple[Effect, ...] = ()
     requeue: Requeue = "idle"  # idle: spec interval; active: soon; retry: at failure.next_retry_at
+
+
+# --- told ---------------------------------------------------------------------------
+
+TransitionKind = Literal[
+    "rollout_started",
+    "migration_succeeded",
+    "migration_failed",
+    "awaiting_approval",
+    "switched",
+    "rollout_succeeded",
+    "rollout_failed",
+    "blocked",
+    "paused",
+    "resumed",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """Something a person may want to hear about, once per (stack, revision, kind)."""
+
+    name: str
+    stack: str
+    region: str
+    revision: str
+    kind: TransitionKind
+    image: str
+    message: str
+    at: dt.datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}|{self.revision}|{self.kind}"
