@@ -36,6 +36,7 @@ from reconciler import (
     source,
     spec,
 )
+from reconciler.aws.ratelimit import parse_rate
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
 from reconciler.store import Store
@@ -71,6 +72,7 @@ COMMON: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
         "accept runtime controls without a token (never on a shared network)",
     ),
     ("workers", "scheduling.workers", int, "reconcile steps that may run at once (default 8)"),
+    ("aws-rate", "aws.rate", parse_rate, "most AWS requests per account, e.g. 10/s (default)"),
     (
         "active-interval",
         "scheduling.active_interval",
@@ -224,7 +226,13 @@ def _local(conf: settings.Settings) -> Local:
     cat.update(src.poll())
     store = Store.in_state_dir(conf.state_dir)
     metrics = Metrics()
-    clients = aws.Clients(conf.aws.endpoint_url, metrics.aws_request, conf.aws.max_attempts)
+    clients = aws.Clients(
+        conf.aws.endpoint_url,
+        metrics.aws_request,
+        conf.aws.max_attempts,
+        conf.aws.rate,
+        conf.aws.burst,
+    )
     policy = planner.Policy(conf.scheduling.backoff_base, conf.scheduling.backoff_cap)
     eng = engine.Engine(clients, store, metrics, policy)
     return Local(cat.specs, cat.errors, eng, store)
@@ -379,7 +387,7 @@ def cmd_status(args: argparse.Namespace, conf: settings.Settings) -> int:
 def _control(action: str) -> Callable[[argparse.Namespace, settings.Settings], int]:
     def run(args: argparse.Namespace, conf: settings.Settings) -> int:
         body: dict[str, Any] = {}
-        if action == "pause":
+        if action in ("pause", "override-window"):
             body["reason"] = args.reason
             if args.until:
                 body["until"] = args.until
@@ -438,6 +446,12 @@ def _pause_args(p: argparse.ArgumentParser) -> None:
     _name(p)
     p.add_argument("--reason", required=True, help="why; shown in status and logs")
     p.add_argument("--until", help="RFC 3339 time when the pause ends by itself")
+
+
+def _override_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--reason", required=True, help="why; recorded and logged")
+    p.add_argument("--until", help="RFC 3339 time the override ends (default: in one hour)")
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -506,6 +520,12 @@ _COMMANDS: tuple[
     ("approve", _control("approve"), "approve the switch after migrations", _name),
     ("retry", _control("retry"), "retry a failed rollout now", _name),
     ("sync", _control("sync"), "reconcile a stack now", _name),
+    (
+        "override-window",
+        _control("override-window"),
+        "let a stack start a rollout outside its rollout windows (recorded)",
+        _override_args,
+    ),
     ("history", cmd_history, "past rollouts of a stack", _history_args),
     ("demo", cmd_demo, "the whole rollout on an embedded AWS emulator", _demo_args),
 )

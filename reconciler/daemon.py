@@ -29,6 +29,7 @@ from reconciler.metrics import Metrics
 from reconciler.store import Store
 
 GIT_JOB = "git-poll"
+OVERRIDE_DEFAULT = dt.timedelta(hours=1)  # an override is for the change at hand, not forever
 STOP_GRACE_SECONDS = 30.0  # a step is a few AWS calls; past this, exit anyway
 JITTER = 0.1  # share of a period added at random, so many daemons do not poll in step
 
@@ -49,7 +50,11 @@ class Daemon:
         self._lock_file = Store.lock_state_dir(conf.state_dir)
         self.store = Store.in_state_dir(conf.state_dir)
         clients = aws.Clients(
-            conf.aws.endpoint_url, self.metrics.aws_request, conf.aws.max_attempts
+            conf.aws.endpoint_url,
+            self.metrics.aws_request,
+            conf.aws.max_attempts,
+            conf.aws.rate,
+            conf.aws.burst,
         )
         policy = planner.Policy(conf.scheduling.backoff_base, conf.scheduling.backoff_cap)
         self.engine = engine.Engine(clients, self.store, self.metrics, policy, clock)
@@ -304,6 +309,7 @@ class Controller:
                 "resumed" if self.d.store.resume(n) else "was not paused at runtime"
             ),
             "approve": self._approve,
+            "override-window": self._override_window,
             "retry": lambda n, s, b: (
                 "retrying now" if self.d.store.retry(n, self.d.clock()) else "no failure to retry"
             ),
@@ -319,6 +325,22 @@ class Controller:
         )
         self.d.store.pause(name, reason, self.d.clock(), until_time)
         return f"paused: {reason}"
+
+    def _override_window(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("override-window needs a reason")
+        now = self.d.clock()
+        until_text = body.get("until")
+        until = (
+            spec.Pause.model_validate({"until": until_text}).until
+            if until_text
+            else now + OVERRIDE_DEFAULT
+        )
+        if until is None or until <= now:
+            raise ValueError("until must be in the future")
+        self.d.store.override_window(name, reason, now, until)
+        return f"rollout windows overridden until {until.isoformat()}: {reason}"
 
     def _approve(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
         image = status.deployment.spec.image

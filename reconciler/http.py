@@ -36,7 +36,7 @@ from reconciler import logs
 from reconciler.metrics import Metrics
 
 JSON = "application/json"
-CONTROL_ACTIONS = ("sync", "pause", "resume", "approve", "retry")
+CONTROL_ACTIONS = ("sync", "pause", "resume", "approve", "retry", "override-window")
 
 log = logs.get(component="http")
 

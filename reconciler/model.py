@@ -167,6 +167,15 @@ class RuntimePause:
 
 
 @dataclasses.dataclass(frozen=True)
+class WindowOverride:
+    """An operator let one stack start a rollout outside its windows, until `until`."""
+
+    reason: str
+    at: dt.datetime
+    until: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
 class Memory:
     """The little the planner cannot observe, as the store holds it for one spec."""
 
@@ -175,6 +184,7 @@ class Memory:
     failure: Failure | None = None
     approved_image: str | None = None
     runtime_pause: RuntimePause | None = None
+    window_override: WindowOverride | None = None
 
 
 # --- decided --------------------------------------------------------------------------
@@ -318,3 +328,17 @@ class Transition:
     @property
     def key(self) -> str:
         return f"{self.name}|{self.revision}|{self.kind}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxEntry:
+    """One notification owed to one sink: a transition's key, rendered for that sink."""
+
+    key: str  # Transition.key: (name, revision, kind), so each is owed at most once per sink
+    sink: str  # the sink's name, never its URL (URLs carry secrets)
+    payload: str  # the JSON body, rendered when the transition happened
+    created_at: dt.datetime
+    attempts: int = 0
+
+    def __post_init__(self) -> None:
+        _aware("created_at", self.created_at)

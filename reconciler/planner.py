@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
 
-from reconciler import model, spec
+from reconciler import model, spec, windows
 from reconciler.model import Phase
 
 # Stable and updatable; UPDATE_ROLLBACK_COMPLETE means the last update failed, which the
@@ -343,7 +343,7 @@ def _phase1_applied(ctx: Context) -> bool:
 
 
 def _start_phase1(ctx: Context) -> model.Decision:
-    held = _promotion_gate(ctx)
+    held = _promotion_gate(ctx) or _window_gate(ctx)
     if held is not None:
         return held
     n = ctx.names
@@ -397,6 +397,19 @@ def _promotion_gate(ctx: Context) -> model.Decision | None:
             requeue="active",
         )
     return None
+
+
+def _window_gate(ctx: Context) -> model.Decision | None:
+    """A new rollout starts only when its windows allow; one under way always finishes."""
+    if not ctx.want.windows or ctx.rollout is not None:
+        return None
+    override = ctx.memory.window_override
+    if override is not None and ctx.now < override.until:
+        return None
+    verdict = windows.verdict(ctx.want.windows, ctx.now)
+    if verdict.allowed:
+        return None
+    return model.Decision(Phase.WAITING, f"rollout of {ctx.image} waits: {verdict.reason}")
 
 
 def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from reconciler import windows
+
 AMI_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -176,6 +178,20 @@ class Promotion(_Model):
         return value
 
 
+class Window(_Model):
+    """A rollout window: new rollouts start only inside allow windows and outside deny ones."""
+
+    kind: Literal["deny", "allow"]
+    schedule: str = Field(min_length=9)  # a five-field cron expression, e.g. "0 22 * * 1-5"
+    duration: Duration
+    timezone: str = Field(min_length=1)  # explicit on purpose: an IANA name, e.g. Europe/Berlin
+
+    @model_validator(mode="after")
+    def _evaluable(self) -> Window:
+        windows.check(self.schedule, self.timezone)
+        return self
+
+
 class Spec(_Model):
     stack_name: str = Field(alias="stackName", min_length=1, max_length=128)
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -193,6 +209,7 @@ class Spec(_Model):
     paused: Pause | None = None
     interval: Duration = dt.timedelta(seconds=30)
     promotion: Promotion | None = None
+    windows: tuple[Window, ...] = ()
 
     @field_validator("image")
     @classmethod

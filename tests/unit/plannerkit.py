@@ -108,3 +108,8 @@ def pending(
     kind: model.UpdateKind = "migrate", at: dt.datetime = T0, **expected: str
 ) -> model.Pending:
     return model.Pending(kind, NEW, REV, "tok", at, expected)
+
+
+def phase1_live_stack() -> model.StackView:
+    """The migration group runs NEW; the API group still runs OLD."""
+    return stack(mig=NEW, mig_cap=1)
