@@ -90,6 +90,31 @@ _MIGRATIONS: tuple[str, ...] = (
         until TEXT
     );
     """,
+    # Notifications owed to webhooks (reconciler.notify). The primary key is what makes a
+    # transition go out once per sink: a key already here, delivered or not, is not added
+    # again, whatever restarts or repeated steps tell it twice.
+    """
+    CREATE TABLE outbox (
+        key TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        next_attempt_at TEXT,
+        delivered_at TEXT,
+        last_error TEXT,
+        PRIMARY KEY (key, sink)
+    );
+    CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL;
+    """,
+    """
+    CREATE TABLE window_overrides (
+        name TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL,
+        until TEXT NOT NULL
+    );
+    """,
 )
 
 _ROLLOUT_COLUMNS = (
@@ -277,12 +302,18 @@ class Store:
             pause = db.execute(
                 "SELECT reason, at, until FROM runtime_pauses WHERE name = ?", (name,)
             ).fetchone()
+            override = db.execute(
+                "SELECT reason, at, until FROM window_overrides WHERE name = ?", (name,)
+            ).fetchone()
         return model.Memory(
             rollout=None if rollout is None else _rollout(rollout),
             pending=None if pending is None else _pending(pending),
             failure=None if failure is None else _failure(failure),
             approved_image=None if approval is None else approval[0],
             runtime_pause=None if pause is None else _pause(pause),
+            window_override=None
+            if override is None
+            else model.WindowOverride(override[0], _dt(override[1]), _dt(override[2])),
         )
 
     def history(self, name: str, limit: int = 50) -> list[model.RolloutMemory]:
@@ -335,6 +366,15 @@ class Store:
         with self._write() as db:
             return db.execute("DELETE FROM runtime_pauses WHERE name = ?", (name,)).rowcount > 0
 
+    def override_window(self, name: str, reason: str, at: dt.datetime, until: dt.datetime) -> None:
+        """Let `name` start a rollout outside its windows until `until` (recorded)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO window_overrides (name, reason, at, until) "
+                "VALUES (?, ?, ?, ?)",
+                (name, reason, _ts(at), _ts(until)),
+            )
+
     def approve(self, name: str, image: str, at: dt.datetime) -> None:
         with self._write() as db:
             db.execute(
@@ -349,6 +389,55 @@ class Store:
                 "UPDATE failures SET next_retry_at = ? WHERE name = ?", (_ts(now), name)
             )
             return cursor.rowcount > 0
+
+    # --- notification outbox ------------------------------------------------------------
+
+    def enqueue(self, entries: Sequence[model.OutboxEntry]) -> int:
+        """Owe each entry to its sink, unless that (key, sink) was ever owed; how many were new."""
+        if not entries:
+            return 0
+        with self._write() as db:
+            added = 0
+            for e in entries:
+                added += db.execute(
+                    "INSERT OR IGNORE INTO outbox (key, sink, payload, created_at, attempts, "
+                    "next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)",
+                    (e.key, e.sink, e.payload, _ts(e.created_at), _ts(e.created_at)),
+                ).rowcount
+            return added
+
+    def due(self, now: dt.datetime, limit: int = 50) -> list[model.OutboxEntry]:
+        """Undelivered entries whose next attempt is due, oldest first."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT key, sink, payload, created_at, attempts FROM outbox "
+                "WHERE delivered_at IS NULL AND next_attempt_at IS NOT NULL "
+                "AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT ?",
+                (_ts(now), limit),
+            ).fetchall()
+        return [
+            model.OutboxEntry(key, sink, payload, _dt(created), int(attempts))
+            for key, sink, payload, created, attempts in rows
+        ]
+
+    def delivered(self, key: str, sink: str, at: dt.datetime) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, "
+                "next_attempt_at = NULL, last_error = NULL WHERE key = ? AND sink = ?",
+                (_ts(at), key, sink),
+            )
+
+    def deferred(
+        self, key: str, sink: str, attempts: int, next_at: dt.datetime | None, error: str
+    ) -> None:
+        """Record a failed attempt; `next_at` None gives the entry up (kept, never retried)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? "
+                "WHERE key = ? AND sink = ?",
+                (attempts, _ts_opt(next_at), error, key, sink),
+            )
 
 
 def _statements(script: str) -> list[str]:
