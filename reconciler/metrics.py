@@ -36,6 +36,7 @@ UPDATE_PHASES = ("migrate", "switch", "scale")
 UPDATE_RESULTS = ("ok", "noop", "error")
 ROLLOUT_RESULTS = ("succeeded", "failed")
 GIT_RESULTS = ("ok", "error")
+NOTIFICATION_RESULTS = ("ok", "error", "gave_up")
 
 # The classic text format, named outright: every Prometheus version reads it, and our names
 # need none of the newer format's escaping (prometheus_client's "latest" moves with releases).
@@ -138,6 +139,11 @@ class Metrics:
         self.http_requests_total = Counter(
             "reconciler_http_requests_total", "Requests to the daemon's HTTP server.",
             ["handler", "code"], registry=r,
+        )  # fmt: skip
+        self.notifications_total = Counter(
+            "reconciler_notifications_total",
+            "Notification delivery attempts by sink name (never its URL) and result.",
+            ["sink", "result"], registry=r,
         )  # fmt: skip
 
     # --- per stack ------------------------------------------------------------------------
@@ -252,6 +258,11 @@ class Metrics:
     def http_request(self, handler: str, code: int) -> None:
         """Count one HTTP request by route (not path: paths carry stack names) and status."""
         self.http_requests_total.labels(handler, str(code)).inc()
+
+    def notification(self, sink: str, result: Literal["ok", "error", "gave_up"]) -> None:
+        """Count one delivery attempt to the sink named `sink`."""
+        _check("result", result, NOTIFICATION_RESULTS)
+        self.notifications_total.labels(sink, result).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The registry in Prometheus text format, and its content type."""

@@ -1,0 +1,283 @@
+"""Notifications of rollout transitions to webhooks: a generic JSON one and Slack's.
+
+Rules of this file:
+- Telling is split in two so that a webhook never slows a rollout: `Notifier.listener`
+  runs inside a reconcile step and only writes to the store's outbox (no network);
+  `Notifier.deliver_due` runs on its own scheduler job and does the HTTP.
+- Once per (stack, revision, transition) and sink: the outbox's key refuses a second
+  entry, so restarts and repeated steps never re-send. Delivery is retried with
+  exponential backoff until it succeeds or `Backoff.max_attempts` is spent.
+- A sink's URL is a secret (Slack puts the credential in the path): it appears in no log
+  entry, no metric label and no stored error. Sinks are named for all three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, cast, get_args
+
+import structlog
+
+from reconciler import logs, model
+from reconciler.metrics import Metrics
+from reconciler.store import Store
+
+SinkKind = Literal["json", "slack"]
+Clock = Callable[[], dt.datetime]
+KINDS: tuple[str, ...] = get_args(model.TransitionKind)
+USER_AGENT = "reconciler-notify/1"
+
+_TITLES: dict[str, str] = {
+    "rollout_started": "rollout started",
+    "migration_succeeded": "migration succeeded",
+    "migration_failed": "migration failed",
+    "awaiting_approval": "awaiting approval",
+    "switched": "API group switched",
+    "rollout_succeeded": "rollout succeeded",
+    "rollout_failed": "rollout failed",
+    "blocked": "blocked: needs a person",
+    "paused": "paused",
+    "resumed": "resumed",
+}
+_EMOJI: dict[str, str] = {
+    "rollout_succeeded": ":white_check_mark:",
+    "rollout_failed": ":x:",
+    "migration_failed": ":x:",
+    "blocked": ":octagonal_sign:",
+    "awaiting_approval": ":raised_hand:",
+    "paused": ":double_vertical_bar:",
+}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sink:
+    """Where notifications go; `specs` and `kinds` narrow what it hears (empty: everything)."""
+
+    name: str
+    kind: SinkKind
+    url: str = dataclasses.field(repr=False)  # a secret: never printed, logged or labelled
+    specs: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a notify sink needs a name")
+        if self.kind not in get_args(SinkKind):
+            raise ValueError(f"notify sink {self.name!r}: kind must be json or slack")
+        if not self.url.startswith(("https://", "http://")):
+            # Only the scheme is quoted: the rest of the URL may be the credential.
+            raise ValueError(f"notify sink {self.name!r}: url must be http:// or https://")
+        unknown = sorted(set(self.kinds) - set(KINDS))
+        if unknown:
+            raise ValueError(f"notify sink {self.name!r}: unknown kinds {unknown}")
+
+    def wants(self, t: model.Transition) -> bool:
+        return (not self.specs or t.name in self.specs) and (not self.kinds or t.kind in self.kinds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    """Retry delays of one entry: base, doubled per failed attempt, capped."""
+
+    base: dt.timedelta = dt.timedelta(seconds=2)
+    cap: dt.timedelta = dt.timedelta(minutes=10)
+    max_attempts: int = 12  # about an hour of trying: past that, the news is stale
+
+    def delay(self, attempts: int) -> dt.timedelta:
+        doubled: dt.timedelta = self.base * 2 ** max(attempts - 1, 0)
+        return min(doubled, self.cap)
+
+
+def parse_sinks(raw: object) -> tuple[Sink, ...]:
+    """The `notify:` list of a config file; ValueError names the entry at fault."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError("notify must be a list of sinks")
+    sinks = tuple(_parse_sink(i, item) for i, item in enumerate(raw))
+    names = [s.name for s in sinks]
+    if len(names) != len(set(names)):
+        raise ValueError("notify: sink names must be unique")
+    return sinks
+
+
+def _parse_sink(index: int, item: object) -> Sink:
+    fields = {"name", "kind", "url", "specs", "kinds"}
+    if not isinstance(item, Mapping) or set(item) - fields or "url" not in item:
+        raise ValueError(f"notify[{index}]: expected keys url, and optionally {sorted(fields)}")
+    entry = cast(Mapping[str, Any], item)
+    return Sink(
+        name=str(entry.get("name", f"sink-{index}")),
+        kind=entry.get("kind", "json"),
+        url=str(entry["url"]),
+        specs=_strings(index, "specs", entry.get("specs")),
+        kinds=_strings(index, "kinds", entry.get("kinds")),
+    )
+
+
+def _strings(index: int, key: str, value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"notify[{index}].{key} must be a list of strings")
+    return tuple(value)
+
+
+# --- payloads -------------------------------------------------------------------------
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def json_payload(t: model.Transition) -> dict[str, Any]:
+    """The generic webhook body; `id` lets a receiver drop the rare duplicate (see docs)."""
+    return {
+        "id": t.key,
+        "event": t.kind,
+        "name": t.name,
+        "stack": t.stack,
+        "region": t.region,
+        "revision": t.revision,
+        "image": t.image,
+        "message": t.message,
+        "at": _iso(t.at),
+    }
+
+
+def slack_payload(t: model.Transition) -> dict[str, Any]:
+    """A Slack incoming-webhook body: `text` for notifications, `blocks` for the channel."""
+    emoji = _EMOJI.get(t.kind, ":rocket:")
+    headline = f"{emoji} *{t.name}*: {_TITLES[t.kind]} ({t.image})"
+    detail = f"stack {t.stack} in {t.region} · revision {t.revision[:12]} · {_iso(t.at)}"
+    return {
+        "text": f"{t.name}: {_TITLES[t.kind]} ({t.image})",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": detail}]},
+            {"type": "section", "text": {"type": "plain_text", "text": t.message or "-"}},
+        ],
+    }
+
+
+_RENDER: dict[str, Callable[[model.Transition], dict[str, Any]]] = {
+    "json": json_payload,
+    "slack": slack_payload,
+}
+
+
+# --- the notifier ---------------------------------------------------------------------
+
+
+class Notifier:
+    """Owes transitions to sinks (in the store) and pays them (over HTTP), separately."""
+
+    def __init__(
+        self,
+        store: Store,
+        sinks: Sequence[Sink],
+        metrics: Metrics | None = None,
+        clock: Clock = _utcnow,
+        *,
+        backoff: Backoff = Backoff(),  # frozen, so one shared default is safe
+        timeout: float = 5.0,
+        batch: int = 50,
+    ) -> None:
+        self.store = store
+        self.sinks = {s.name: s for s in sinks}
+        self.metrics = metrics
+        self.clock = clock
+        self.backoff = backoff
+        self.timeout = timeout
+        self.batch = batch
+        self._log = structlog.get_logger("reconciler.notify")
+
+    def listener(self, transitions: list[model.Transition]) -> None:
+        """engine.Listener: one outbox entry per (transition, sink that wants it); no I/O."""
+        entries = [
+            model.OutboxEntry(t.key, s.name, json.dumps(_RENDER[s.kind](t)), t.at)
+            for t in transitions
+            for s in self.sinks.values()
+            if s.wants(t)
+        ]
+        if self.store.enqueue(entries):
+            self._log.debug("notifications queued", keys=[t.key for t in transitions])
+
+    def deliver_due(self) -> int:
+        """Try every due entry once; how many were delivered. Safe to call from one thread."""
+        broken: set[str] = set()
+        delivered = 0
+        for entry in self.store.due(self.clock(), self.batch):
+            sink = self.sinks.get(entry.sink)
+            if sink is None:
+                # A sink removed from the configuration: what it was owed stays unsent.
+                continue
+            if sink.name in broken:
+                # One failure per sink per pass: a dead receiver costs one timeout, not many.
+                continue
+            if self._deliver(sink, entry):
+                delivered += 1
+            else:
+                broken.add(sink.name)
+        return delivered
+
+    def _deliver(self, sink: Sink, entry: model.OutboxEntry) -> bool:
+        error = self._post(sink, entry.payload)
+        attempts = entry.attempts + 1
+        now = self.clock()
+        if error is None:
+            self.store.delivered(entry.key, sink.name, now)
+            self._count(sink, "ok")
+            return True
+        if attempts >= self.backoff.max_attempts:
+            self.store.deferred(entry.key, sink.name, attempts, None, error)
+            self._count(sink, "gave_up")
+            self._log.error(
+                "notification given up", sink=sink.name, key=entry.key, attempts=attempts,
+                error=error,
+            )  # fmt: skip
+            return False
+        retry_at = now + self.backoff.delay(attempts)
+        self.store.deferred(entry.key, sink.name, attempts, retry_at, error)
+        self._count(sink, "error")
+        self._log.warning(
+            "notification failed; will retry", sink=sink.name, key=entry.key,
+            attempts=attempts, retry_at=_iso(retry_at), error=error,
+        )  # fmt: skip
+        return False
+
+    def _post(self, sink: Sink, payload: str) -> str | None:
+        """POST `payload` to the sink; None when it answered 2xx, else a URL-free reason."""
+        request = urllib.request.Request(  # noqa: S310 (the scheme is checked in Sink)
+            sink.url,
+            data=payload.encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                response.read()
+                return None
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            return _scrub(str(getattr(exc, "reason", exc)), sink.url)
+
+    def _count(self, sink: Sink, result: Literal["ok", "error", "gave_up"]) -> None:
+        if self.metrics is not None:
+            self.metrics.notification(sink.name, result)
+
+
+def _scrub(text: str, url: str) -> str:
+    # urllib's messages rarely quote the URL, but a proxy or resolver error may: remove it
+    # outright (the path can be the credential, which logs.redact_text would not spot).
+    return logs.redact_text(text.replace(url, "<sink url>"))[:300]
