@@ -47,8 +47,8 @@ LABEL org.opencontainers.image.title="reconciler" \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 10001 reconciler \
- && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/reconciler \
+ && groupadd --gid 10001 reconciler \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/lib/reconciler \
         --shell /usr/sbin/nologin reconciler \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/reconciler
 

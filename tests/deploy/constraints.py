@@ -39,7 +39,7 @@ def closure(root: str = ROOT) -> dict[str, str]:
         found[name] = dist.version
         for line in dist.requires or []:
             sub = Requirement(line)
-            wanted = [""] + sorted(extras_seen[name])
+            wanted = ["", *sorted(extras_seen[name])]
             if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in wanted):
                 sub.marker = None
                 todo.append(sub)
