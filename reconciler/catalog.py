@@ -9,22 +9,38 @@ Rules of this file:
   keeps it with its last accepted version; a newcomer gets nothing (when neither held it,
   neither is managed). A file that lost a name it newly claimed falls back to its own last
   accepted version, if that does not collide in turn.
+- A file that is invalid (or refused) with no accepted version here, as in every fresh
+  catalog (each `apply`, each daemon start), falls back on its history: the source's older
+  versions, newest first; the first that parses is managed, stale, with the revision of the
+  commit that made it. That lookup is done once per (file, blob) (per file while refused),
+  not on every poll; a git failure during it is not remembered, so the next poll tries again.
 - Parsing is cached by (file, blob): an unchanged file is not parsed again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 from collections import defaultdict
 from collections.abc import Iterable
 
 from reconciler import spec
-from reconciler.source import SPEC_SUFFIXES, Snapshot, SpecFile, blob_sha
+from reconciler.source import (
+    SPEC_SUFFIXES,
+    GitError,
+    OlderVersions,
+    Snapshot,
+    SpecFile,
+    blob_sha,
+)
+
+log = logging.getLogger(__name__)
 
 LOCAL_REVISION = "local"
 
 _Parsed = spec.StackDeployment | list[spec.SpecError]
+_REFUSED = ""  # the history key's blob for a file the source refused (its blob is not read)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +52,16 @@ class LoadedSpec:
 
 
 class Catalog:
-    """The managed specs by name, updated from successive snapshots of the git source."""
+    """The managed specs by name, updated from successive snapshots of the git source.
 
-    def __init__(self) -> None:
+    `older_versions` replaces the snapshot's own history lookup (tests use it without git).
+    """
+
+    def __init__(self, older_versions: OlderVersions | None = None) -> None:
         self._accepted: dict[str, LoadedSpec] = {}  # by file; names are unique among them
         self._parsed: dict[tuple[str, str], _Parsed] = {}
+        self._recovered: dict[tuple[str, str], LoadedSpec | None] = {}  # history lookups
+        self._older_versions = older_versions
         self._errors: tuple[spec.SpecError, ...] = ()
 
     @property
@@ -52,30 +73,46 @@ class Catalog:
         return self._errors
 
     def update(self, snapshot: Snapshot) -> None:
+        older = self._older_versions or snapshot.older_versions
         errors: dict[spec.SpecError, None] = dict.fromkeys(snapshot.errors)
         proposals: dict[str, LoadedSpec | None] = {}
+        keys: set[tuple[str, str]] = set()  # the (file, blob) of every version seen now
         for file in snapshot.files:
+            keys.add((file.path, file.blob))
             parsed = self._parse(file)
             if isinstance(parsed, list):
                 errors.update(dict.fromkeys(parsed))
-                proposals[file.path] = self._fallback(file.path)
+                proposals[file.path] = self._invalid_fallback(file.path, file.blob, older)
             else:
                 proposals[file.path] = LoadedSpec(parsed, file.path, file.revision, stale=False)
         for refusal in snapshot.errors:
-            proposals[refusal.file] = self._fallback(refusal.file)
+            keys.add((refusal.file, _REFUSED))
+            proposals[refusal.file] = self._invalid_fallback(refusal.file, _REFUSED, older)
         errors.update(dict.fromkeys(self._settle_duplicates(proposals)))
         self._accepted = {path: p for path, p in proposals.items() if p is not None}
-        self._parsed = {k: v for k, v in self._parsed.items() if k[0] in proposals}
+        self._parsed = {k: v for k, v in self._parsed.items() if k in keys}
+        self._recovered = {k: v for k, v in self._recovered.items() if k in keys}
         self._errors = tuple(sorted(errors, key=lambda e: (e.file, e.line, e.field, e.message)))
 
     def _parse(self, file: SpecFile) -> _Parsed:
         key = (file.path, file.blob)
         if key not in self._parsed:
-            try:
-                self._parsed[key] = spec.parse(file.text, file.path)
-            except spec.SpecInvalid as exc:
-                self._parsed[key] = list(exc.errors)
+            self._parsed[key] = _parse(file)
         return self._parsed[key]
+
+    def _invalid_fallback(self, path: str, blob: str, older: OlderVersions) -> LoadedSpec | None:
+        """For an invalid version: the last accepted one, else the newest valid in history."""
+        fallback = self._fallback(path)
+        if fallback is not None:
+            return fallback
+        key = (path, blob)
+        if key not in self._recovered:
+            try:
+                self._recovered[key] = _newest_valid(path, older)
+            except GitError as exc:
+                log.warning("cannot read older versions of %s: %s", path, exc)
+                return None  # not remembered: the next poll asks again
+        return self._recovered[key]
 
     def _fallback(self, path: str) -> LoadedSpec | None:
         """The last accepted version of `path`, now stale, if there is one."""
@@ -105,6 +142,22 @@ class Catalog:
         if path == holder or (fallback is not None and fallback.deployment.name != name):
             return fallback
         return None
+
+
+def _parse(file: SpecFile) -> _Parsed:
+    try:
+        return spec.parse(file.text, file.path)
+    except spec.SpecInvalid as exc:
+        return list(exc.errors)
+
+
+def _newest_valid(path: str, older: OlderVersions) -> LoadedSpec | None:
+    """The first of `path`'s older versions (newest first) that parses, as stale."""
+    for version in older(path):
+        parsed = _parse(version)
+        if not isinstance(parsed, list):
+            return LoadedSpec(parsed, path, version.revision, stale=True)
+    return None
 
 
 def _deployment(loaded: LoadedSpec | None) -> spec.StackDeployment:

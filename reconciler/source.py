@@ -14,6 +14,11 @@ Rules of this file:
 - git runs as a subprocess with an argument list (never a shell) and a timeout; credentials
   in a URL (`https://user:token@host/...`) never appear in an error message.
 - `poll` holds a lock: a webhook and the scheduler may both ask for a poll at once.
+- Older versions of a file (for the catalog's fallback when the head version is invalid) are
+  read from the same first-parent line, newest first, at most HISTORY_DEPTH back, and lazily:
+  usually the first older version is the one wanted. A removal ends a file's history (a file
+  removed and added again is a new file, as it is for a running daemon), and versions the
+  source would refuse at the head (symlink, submodule, too large) are skipped unread.
 """
 
 from __future__ import annotations
@@ -26,16 +31,22 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable, Iterable, Iterator
 
 from reconciler import spec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 _MODE_SYMLINK = "120000"
 _MODE_SUBMODULE = "160000"
-_USERINFO_RE = re.compile(r"(?<=://)[^/@\s]+@")
+# Userinfo runs to the last "@" of the authority: a password may hold a raw "@" that git
+# accepts, and stopping at the first one would leave the rest of it visible.
+_USERINFO_RE = re.compile(r"(?<=://)[^/\s'\"]*@")
 _SCP_LIKE_RE = re.compile(r"^[^/]+:")
 _BAD_BRANCH_RE = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)|(\.$)")
 _URL_KEY = "reconciler.url"
+_MODE_REMOVED = "000000"  # the new mode in `git log --raw` of a commit that removed the file
+_REGULAR_MODES = ("100644", "100755")
+HISTORY_DEPTH = 50  # older versions looked at: bounds the cost of a file broken for long
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +57,23 @@ class SpecFile:
     revision: str  # sha of the last commit (reachable from head) that changed this file
 
 
+OlderVersions = Callable[[str], Iterable[SpecFile]]
+
+
+def no_history(path: str) -> Iterable[SpecFile]:
+    """The older versions of a file read outside git: none are known."""
+    return ()
+
+
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     head: str
     files: tuple[SpecFile, ...]
     errors: tuple[spec.SpecError, ...]  # per-file refusals found while reading the tree
     fetched: bool  # whether this poll fetched
+    # Versions of a path older than the one at `head`, newest first. It travels with the
+    # snapshot so every reader of a poll (a fresh catalog in `apply` too) can fall back on them.
+    older_versions: OlderVersions = dataclasses.field(default=no_history, compare=False, repr=False)
 
 
 class GitError(Exception):
@@ -61,6 +83,13 @@ class GitError(Exception):
 def redact(text: str) -> str:
     """Hide `user:password@` in every URL of `text`."""
     return _USERINFO_RE.sub("***@", text)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Version:
+    revision: str  # the first-parent commit that made this version
+    mode: str  # "000000" when that commit removed the file
+    blob: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +199,7 @@ class GitSource:
         texts = self._blobs(accepted)
         revisions = self._revisions(head, [e.path for e in accepted])
         files = tuple(SpecFile(e.path, texts[e.blob], e.blob, revisions[e.path]) for e in accepted)
-        return Snapshot(head, files, tuple(errors), fetched)
+        return Snapshot(head, files, tuple(errors), fetched, lambda p: self.older_versions(p, head))
 
     def _spec_entries(self, head: str) -> list[_Entry]:
         args = ["ls-tree", "-r", "-l", "-z", head]
@@ -230,6 +259,68 @@ class GitSource:
                     found[name] = sha
         return found
 
+    # -- history ----------------------------------------------------------------------------
+
+    def older_versions(self, path: str, head: str) -> Iterator[SpecFile]:
+        """Versions of `path` before its version at `head`, newest first (see the rules).
+
+        Each is read only when the caller asks for it; GitError may come from any step.
+        """
+        versions = self._versions(path, head)
+        if not versions or versions[0].mode == _MODE_REMOVED:
+            return  # absent at head: a removed file has no versions to fall back on
+        earlier = []
+        for version in versions[1:]:
+            if version.mode == _MODE_REMOVED:
+                break
+            if version.mode in _REGULAR_MODES:
+                earlier.append(version)
+        sizes = self._sizes({v.blob for v in earlier})
+        for version in earlier:
+            if sizes.get(version.blob, spec.MAX_SPEC_BYTES + 1) <= spec.MAX_SPEC_BYTES:
+                text = self._git("cat-file", "blob", version.blob)
+                yield SpecFile(path, text, version.blob, version.revision)
+
+    def _versions(self, path: str, head: str) -> list[_Version]:
+        """The changes to `path` on the first-parent line of `head`, newest first, bounded."""
+        out = self._git(
+            "--literal-pathspecs",
+            "log",
+            "-z",
+            f"--max-count={HISTORY_DEPTH + 1}",  # + the version at head
+            "--first-parent",
+            "--diff-merges=first-parent",
+            "--no-renames",
+            "--no-abbrev",
+            "--raw",
+            "--format=%x01%H",
+            head,
+            "--",
+            path,
+        ).decode("utf-8", "surrogateescape")
+        versions = []
+        for record in filter(None, out.split("\x01")):
+            sha, _, raw = record.partition("\0")
+            fields = raw.removeprefix("\n").split("\0")
+            for meta, name in zip(fields[::2], fields[1::2], strict=False):
+                # `:<old mode> <new mode> <old blob> <new blob> <status>`
+                parts = meta.lstrip(":").split()
+                if name == path and len(parts) == 5:
+                    versions.append(_Version(sha, parts[1], parts[3]))
+        return versions
+
+    def _sizes(self, blobs: set[str]) -> dict[str, int]:
+        """Blob sizes in one call, so a huge old version is refused without being read."""
+        if not blobs:
+            return {}
+        out = self._git("cat-file", "--batch-check", stdin="".join(f"{b}\n" for b in sorted(blobs)))
+        sizes = {}
+        for line in out.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == "blob":
+                sizes[parts[0]] = int(parts[2])
+        return sizes
+
     def _is_ancestor(self, old: str, new: str) -> bool:
         try:
             self._git("merge-base", "--is-ancestor", old, new)
@@ -257,7 +348,7 @@ class GitSource:
         except subprocess.TimeoutExpired as exc:
             raise GitError(f"git {args[0]} timed out after {self.timeout:g}s") from exc
         except OSError as exc:
-            raise GitError(f"git could not run: {exc}") from exc
+            raise GitError(redact(f"git could not run: {exc}")) from exc
         if result.returncode != 0:
             detail = result.stderr.decode("utf-8", "replace").strip()
             raise GitError(redact(f"git {args[0]} failed ({result.returncode}): {detail}"))

@@ -1,12 +1,15 @@
-"""Catalog rules from snapshots: stale fallbacks, removals, duplicate names, local loading."""
+"""Catalog rules from snapshots: stale fallbacks (also from history), removals, duplicate
+names, local loading."""
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
+from collections.abc import Iterator
 
 from reconciler import spec
 from reconciler.catalog import Catalog, load_paths
-from reconciler.source import Snapshot, SpecFile, blob_sha
+from reconciler.source import GitError, Snapshot, SpecFile, blob_sha
 
 AMI_A = "ami-37884c4d"
 AMI_B = "ami-0123456789abcdef0"
@@ -171,3 +174,103 @@ def test_load_paths_refuses_a_huge_file_and_reports_duplicates(tmp_path: pathlib
     specs, errors = load_paths([tmp_path])
     assert specs == {}
     assert sorted(pathlib.Path(e.file).name for e in errors) == ["huge.yaml", "x1.yaml", "x2.yaml"]
+
+
+# -- falling back on history (a fresh catalog: each `apply`, each daemon start) --------------
+
+
+class History:
+    """An injected `older_versions`: {path: [(text, revision), ...] newest first}; counts calls."""
+
+    def __init__(self, versions: dict[str, list[tuple[str, str]]]) -> None:
+        self.versions = versions
+        self.calls: list[str] = []
+        self.read = 0  # versions handed out: the lookup should stop at the first valid one
+
+    def __call__(self, path: str) -> Iterator[SpecFile]:
+        self.calls.append(path)
+        for body, rev in self.versions.get(path, []):
+            self.read += 1
+            yield SpecFile(path, body.encode(), blob_sha(body.encode()), rev)
+
+
+def test_broken_head_falls_back_on_the_newest_valid_older_version() -> None:
+    """No accepted version yet: older versions newest first, a broken one skipped, the first
+    that parses is managed, stale, with the revision that made it; the head is still an error
+    and versions older than the one taken are not read."""
+    history = History(
+        {"a.yaml": [("{", "r3"), (text("a", AMI_B), "r2"), (text("a"), "r1")]},
+    )
+    catalog = Catalog(older_versions=history)
+    catalog.update(snap({"a.yaml": (text("a") + "  colour: red\n", "r4")}))
+    assert managed(catalog) == {"a": ("a.yaml", "r2", True)}
+    assert catalog.specs["a"].deployment.spec.image == AMI_B
+    assert [(e.file, e.line, e.field) for e in catalog.errors] == [("a.yaml", 9, "spec.colour")]
+    assert history.read == 2
+
+
+def test_broken_head_with_no_valid_version_ever_is_not_managed() -> None:
+    """Every older version is broken too: the file is reported and nothing is managed."""
+    catalog = Catalog(older_versions=History({"a.yaml": [("{", "r2"), ("[", "r1")]}))
+    catalog.update(snap({"a.yaml": (text("a", "ami-nope"), "r3")}))
+    assert catalog.specs == {}
+    assert [(e.file, e.field) for e in catalog.errors] == [("a.yaml", "spec.image")]
+
+
+def test_history_is_looked_up_once_per_file_and_blob_not_every_poll() -> None:
+    """Polls with the same broken blob reuse the first lookup, found or not; a new broken
+    blob of a file with nothing to fall back on asks again."""
+    history = History({"a.yaml": [("{", "r1")]})
+    catalog = Catalog(older_versions=history)
+    for _ in range(3):
+        catalog.update(snap({"a.yaml": ("{ broken", "r2")}))
+    assert history.calls == ["a.yaml"] and catalog.specs == {}
+    catalog.update(snap({"a.yaml": ("{ broken again", "r3")}))
+    assert history.calls == ["a.yaml", "a.yaml"]
+
+
+def test_a_recovered_version_is_kept_without_asking_again() -> None:
+    """Once a version came from history it is the last accepted one: later polls, and a
+    newer broken blob, keep it without another lookup."""
+    history = History({"a.yaml": [(text("a"), "r1")]})
+    catalog = Catalog(older_versions=history)
+    catalog.update(snap({"a.yaml": ("{", "r2")}))
+    catalog.update(snap({"a.yaml": ("{", "r2")}))
+    catalog.update(snap({"a.yaml": ("[", "r3")}))
+    assert managed(catalog) == {"a": ("a.yaml", "r1", True)}
+    assert history.calls == ["a.yaml"]
+
+
+def test_a_refused_head_falls_back_on_history_too() -> None:
+    """A file the source refused (e.g. now a symlink) looks back like an invalid one."""
+    catalog = Catalog(older_versions=History({"a.yaml": [(text("a"), "r1")]}))
+    catalog.update(snap({}, refused=("a.yaml",)))
+    assert managed(catalog) == {"a": ("a.yaml", "r1", True)}
+    assert [e.file for e in catalog.errors] == ["a.yaml"]
+
+
+def test_a_git_failure_during_the_lookup_is_retried_on_the_next_poll() -> None:
+    """A failed lookup is not remembered as "no valid version": the next poll asks again."""
+    calls: list[str] = []
+
+    def flaky(path: str) -> Iterator[SpecFile]:
+        calls.append(path)
+        if len(calls) == 1:
+            raise GitError("git log timed out after 60s")
+        body = text("a").encode()
+        yield SpecFile(path, body, blob_sha(body), "r1")
+
+    catalog = Catalog(older_versions=flaky)
+    catalog.update(snap({"a.yaml": ("{", "r2")}))
+    assert catalog.specs == {}
+    catalog.update(snap({"a.yaml": ("{", "r2")}))
+    assert managed(catalog) == {"a": ("a.yaml", "r1", True)}
+
+
+def test_without_injection_the_snapshot_history_is_used() -> None:
+    """A Catalog() made by the CLI or the daemon asks the snapshot's own older_versions."""
+    broken = snap({"a.yaml": ("{", "r2")})
+    history = History({"a.yaml": [(text("a"), "r1")]})
+    catalog = Catalog()
+    catalog.update(dataclasses.replace(broken, older_versions=history))
+    assert managed(catalog) == {"a": ("a.yaml", "r1", True)}

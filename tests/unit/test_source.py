@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from reconciler import source as source_module
 from reconciler import spec
 from reconciler.catalog import Catalog
 from reconciler.source import GitError, GitSource, Snapshot, blob_sha, redact
@@ -299,6 +300,38 @@ def test_errors_never_show_credentials() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("https://bob:p@ss@host/r.git", "https://***@host/r.git"),  # raw "@" in a password
+        ("'https://tok@host/r' failed", "'https://***@host/r' failed"),  # quoted, as git does
+        ("https://host/r?who=a@b", "https://host/r?who=a@b"),  # an "@" after the host stays
+    ],
+)
+def test_redact_hides_the_whole_userinfo(text: str, shown: str) -> None:
+    """Nothing of a password survives redaction, and the rest of the URL stays readable."""
+    assert redact(text) == shown
+
+
+def test_missing_branch_message_and_cache_config_hide_credentials(
+    upstream: Upstream, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "branch not found" error names the redacted URL, and the URL kept in the cache's
+    config (which identifies it across restarts) has no credentials either."""
+    url = "https://bob:s3cret@git.example.invalid/specs.git"
+    source = GitSource(url, "main", "deploy-specs", tmp_path / "cache")
+    git = source._git
+    monkeypatch.setattr(
+        source, "_git", lambda *a, **k: b"" if a[0] == "ls-remote" else git(*a, **k)
+    )
+    with pytest.raises(GitError) as caught:
+        source.poll()
+    assert "s3cret" not in str(caught.value) and "***@git.example.invalid" in str(caught.value)
+    source._ensure_repo()
+    config = (source.repo_dir / "config").read_text()
+    assert "s3cret" not in config and "***@git.example.invalid" in config
+
+
 @pytest.mark.parametrize("branch", ["", "-x", "a..b", "a b", "a:b", "refs/"])
 def test_bad_branch_names_are_refused(branch: str) -> None:
     """Branch names that could be options or refspec syntax are refused up front."""
@@ -310,6 +343,9 @@ def test_url_that_looks_like_an_option_is_refused() -> None:
     """A URL starting with '-' would be read by git as an option."""
     with pytest.raises(ValueError, match="URL"):
         GitSource("--upload-pack=evil", "main", "specs", pathlib.Path("/c"))
+    with pytest.raises(ValueError, match="URL") as caught:
+        GitSource("-https://bob:s3cret@host/r", "main", "specs", pathlib.Path("/c"))
+    assert "s3cret" not in str(caught.value)
 
 
 def test_blob_sha_matches_git(upstream: Upstream) -> None:
@@ -317,6 +353,76 @@ def test_blob_sha_matches_git(upstream: Upstream) -> None:
     assert blob_sha(spec_text().encode()) == upstream.git(
         "rev-parse", "HEAD:deploy-specs/biglearn-api.yaml"
     )
+
+
+# -- older versions (the catalog's fallback when the head version is invalid) ---------------
+
+SPEC_PATH = "deploy-specs/biglearn-api.yaml"
+
+
+def older(source: GitSource, path: str = SPEC_PATH) -> list[tuple[str, str]]:
+    """(text, revision) of each older version at the current head."""
+    head = source.poll().head
+    return [(f.text.decode(), f.revision) for f in source.older_versions(path, head)]
+
+
+def test_older_versions_are_newest_first_with_the_commit_that_made_each(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """Versions before the head one, newest first; a version merged from a pull request has
+    the merge commit as its revision (first-parent line, as for the head version)."""
+    first = upstream.head()
+    upstream.git("checkout", "--quiet", "-b", "pr")
+    upstream.commit("bump", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    upstream.git("checkout", "--quiet", "main")
+    upstream.git("merge", "--quiet", "--no-ff", "-m", "merge pr", "pr")
+    merge = upstream.head()
+    upstream.commit("unrelated", **{"README.md": "x"})
+    upstream.commit("typo", **{"deploy-specs__biglearn-api.yaml": "{"})
+    assert older(source_for(upstream, tmp_path)) == [
+        (spec_text(image=AMI_B), merge),
+        (spec_text(), first),
+    ]
+
+
+def test_older_versions_skip_refused_ones_and_stop_at_a_removal(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """A symlink or oversized version is skipped unread; history before a removal belongs to
+    another file (a running daemon dropped it), so it is not offered."""
+    upstream.git("rm", "--quiet", SPEC_PATH)
+    upstream.commit("remove")
+    readded = upstream.commit("re-add", **{"deploy-specs__biglearn-api.yaml": spec_text("v")})
+    (upstream.root / SPEC_PATH).unlink()
+    (upstream.root / SPEC_PATH).symlink_to("/etc/passwd")
+    upstream.commit("symlink")
+    (upstream.root / SPEC_PATH).unlink()
+    huge = "# " + "x" * spec.MAX_SPEC_BYTES + "\n"
+    upstream.commit("huge", **{"deploy-specs__biglearn-api.yaml": huge})
+    upstream.commit("typo", **{"deploy-specs__biglearn-api.yaml": "{"})
+    assert older(source_for(upstream, tmp_path)) == [(spec_text("v"), readded)]
+
+
+def test_older_versions_are_bounded(
+    upstream: Upstream, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most HISTORY_DEPTH versions behind the head one are looked at."""
+    monkeypatch.setattr(source_module, "HISTORY_DEPTH", 2)
+    for n in range(4):
+        upstream.commit(f"v{n}", **{"deploy-specs__biglearn-api.yaml": spec_text(f"v{n}")})
+    assert [text for text, _ in older(source_for(upstream, tmp_path))] == [
+        spec_text("v2"),
+        spec_text("v1"),
+    ]
+
+
+def test_a_file_absent_at_head_has_no_older_versions(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """A removed file is not managed: nothing to fall back on."""
+    upstream.git("rm", "--quiet", SPEC_PATH)
+    upstream.commit("remove")
+    assert older(source_for(upstream, tmp_path)) == []
 
 
 # -- source and catalog together -------------------------------------------------------------
@@ -371,3 +477,20 @@ def test_git_that_outlives_the_timeout_raises(upstream: Upstream, tmp_path: path
     source = source_for(upstream, tmp_path, timeout=1e-6)
     with pytest.raises(GitError, match="timed out"):
         source.poll()
+
+
+def test_a_fresh_catalog_reconciles_the_last_valid_commit_of_a_broken_file(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """CONTRACT 1 across restarts: a new Catalog (each `apply`, each daemon start) whose head
+    version is invalid manages the last valid version from git, stale, and reports the head."""
+    good = upstream.commit("bump", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    broken = spec_text(image=AMI_A).replace("region: us-east-1", "regoin: us-east-1")
+    upstream.commit("typo", **{"deploy-specs__biglearn-api.yaml": broken})
+    catalog = Catalog()
+    catalog.update(source_for(upstream, tmp_path).poll())
+    loaded = catalog.specs["biglearn-api"]
+    assert loaded.stale and loaded.revision == good
+    assert loaded.deployment.spec.image == AMI_B
+    located = {(e.file, e.line, e.field) for e in catalog.errors}
+    assert ("deploy-specs/biglearn-api.yaml", 7, "spec.regoin") in located
