@@ -31,6 +31,7 @@ from reconciler import (
     engine,
     logs,
     model,
+    notify,
     planner,
     settings,
     source,
@@ -79,6 +80,9 @@ COMMON: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
         spec.parse_duration,
         "reconcile period while a rollout moves (default 5s)",
     ),
+    # Webhook URLs are secrets: the environment variables keep them out of `ps`.
+    ("notify-url", "notify.url", str, "JSON webhook told of rollout transitions (a secret)"),
+    ("notify-slack-url", "notify.slack_url", str, "Slack webhook told of transitions (a secret)"),
 )
 
 
@@ -167,6 +171,16 @@ def load_settings(
                 raise UsageError(f"--{flag}: {exc}") from exc
     if conf.log_format not in ("json", "console", "auto"):
         raise UsageError("--log-format must be json, console or auto")
+    return _notify_sinks(conf, values.get("notify"))
+
+
+def _notify_sinks(conf: settings.Settings, raw: object) -> settings.Settings:
+    """The config file's `notify:` list (sinks with routing), checked with the flags' sinks."""
+    try:
+        conf = _set(conf, "notify.sinks", notify.parse_sinks(raw))
+        notify.configured(conf.notify)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     return conf
 
 
@@ -175,7 +189,7 @@ def _config_file(path: pathlib.Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"--config {path}: {exc}") from exc
-    known = {flag for flag, _, _, _ in COMMON}
+    known = {flag for flag, _, _, _ in COMMON} | {"notify"}
     if not isinstance(data, dict) or set(data) - known:
         unknown = sorted(set(data) - known) if isinstance(data, dict) else data
         raise UsageError(f"--config {path}: unknown option(s) {unknown}")

@@ -24,11 +24,12 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from reconciler import aws, catalog, engine, http, planner, settings, source, spec
+from reconciler import aws, catalog, engine, http, notify, planner, settings, source, spec
 from reconciler.metrics import Metrics
 from reconciler.store import Store
 
 GIT_JOB = "git-poll"
+NOTIFY_JOB = "notify"
 OVERRIDE_DEFAULT = dt.timedelta(hours=1)  # an override is for the change at hand, not forever
 STOP_GRACE_SECONDS = 30.0  # a step is a few AWS calls; past this, exit anyway
 JITTER = 0.1  # share of a period added at random, so many daemons do not poll in step
@@ -57,13 +58,23 @@ class Daemon:
             conf.aws.burst,
         )
         policy = planner.Policy(conf.scheduling.backoff_base, conf.scheduling.backoff_cap)
-        self.engine = engine.Engine(clients, self.store, self.metrics, policy, clock)
+        # The listener only queues in the store; the notify job sends, on its own thread.
+        self.notifier = notify.Notifier(
+            self.store, notify.configured(conf.notify), self.metrics, clock
+        )
+        self.engine = engine.Engine(
+            clients, self.store, self.metrics, policy, clock, listeners=[self.notifier.listener]
+        )
         self.source = source.GitSource(
             conf.git.url, conf.git.branch, conf.git.path, conf.state_dir / "git"
         )
         self.catalog = catalog.Catalog()
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(conf.scheduling.workers)},
+            executors={
+                "default": ThreadPoolExecutor(conf.scheduling.workers),
+                # Its own thread: a webhook timing out never holds a reconcile worker.
+                "notify": ThreadPoolExecutor(1),
+            },
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
             timezone=dt.UTC,
         )
@@ -99,6 +110,15 @@ class Daemon:
             id=GIT_JOB,
             next_run_time=self.clock(),
         )
+        if self.notifier.sinks:
+            self.scheduler.add_job(
+                self.deliver_notifications,
+                "interval",
+                seconds=self.conf.notify.interval.total_seconds(),
+                id=NOTIFY_JOB,
+                executor="notify",
+                next_run_time=self.clock(),
+            )
 
     def stop(self) -> None:
         """Stop polling, finish the steps in flight, close the store."""
@@ -135,6 +155,16 @@ class Daemon:
             with self._idle:
                 self._inflight -= 1
                 self._idle.notify_all()
+
+    def deliver_notifications(self) -> None:
+        with self._job() as go:
+            if not go:
+                return
+            try:
+                self.notifier.deliver_due()
+            except Exception:
+                # The outbox keeps what is owed; the next run tries again.
+                self.log.exception("notification delivery failed")
 
     def poll_git(self) -> None:
         with self._job() as go:

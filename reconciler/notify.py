@@ -23,7 +23,7 @@ from typing import Any, Literal, cast, get_args
 
 import structlog
 
-from reconciler import logs, model
+from reconciler import logs, model, settings
 from reconciler.metrics import Metrics
 from reconciler.store import Store
 
@@ -95,6 +95,19 @@ class Backoff:
     def delay(self, attempts: int) -> dt.timedelta:
         doubled: dt.timedelta = self.base * 2 ** max(attempts - 1, 0)
         return min(doubled, self.cap)
+
+
+def configured(conf: settings.NotifySettings) -> tuple[Sink, ...]:
+    """Every sink the daemon tells: the two simple flags' sinks, then the config file's."""
+    simple = (
+        *([Sink("default", "json", conf.url)] if conf.url else []),
+        *([Sink("slack", "slack", conf.slack_url)] if conf.slack_url else []),
+    )
+    sinks = (*simple, *conf.sinks)
+    names = [s.name for s in sinks]
+    if len(names) != len(set(names)):
+        raise ValueError("notify: sink names must be unique (default and slack are the flags')")
+    return sinks
 
 
 def parse_sinks(raw: object) -> tuple[Sink, ...]:

@@ -11,6 +11,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import pathlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Only for annotations: settings stays free of runtime imports of the rest.
+    from reconciler.notify import Sink
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +71,19 @@ class HttpSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class NotifySettings:
+    url: str | None = dataclasses.field(default=None, repr=False)
+    """A generic JSON webhook (sink `default`) told of every transition; a secret."""
+    slack_url: str | None = dataclasses.field(default=None, repr=False)
+    """A Slack incoming webhook (sink `slack`) told of every transition; a secret."""
+    sinks: tuple[Sink, ...] = ()
+    """More sinks, each with optional per-spec and per-kind routing (config `notify:`)."""
+    interval: dt.timedelta = dt.timedelta(seconds=2)
+    """How often owed notifications are sent: soon after a transition, and each failed
+    one waits out its own backoff on top."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     state_dir: pathlib.Path = pathlib.Path(".reconciler")
     """Where the git clone and the SQLite store live; keep it on a volume."""
@@ -76,3 +94,4 @@ class Settings:
     aws: AwsSettings = AwsSettings()
     scheduling: SchedulingSettings = SchedulingSettings()
     http: HttpSettings = HttpSettings()
+    notify: NotifySettings = NotifySettings()
