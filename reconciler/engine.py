@@ -22,14 +22,33 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reconciler import aws, catalog, model, planner, spec
+from reconciler.aws.batch import StackCache, stack_view
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
 from reconciler.store import Store
 
 Clock = Callable[[], dt.datetime]
 
+# Decisions a step may take from a batched (up to one interval old) read of the stack:
+# nothing to send, nothing to verify, nothing to store. Anything else reads afresh.
+_CHEAP_PHASES = frozenset({Phase.IN_SYNC, Phase.PAUSED})
+
 # Refusals that only mean "not now": the next step sees why and waits.
 _TRANSIENT_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded"})
+
+
+def _account(sp: spec.Spec) -> tuple[str, str | None]:
+    return sp.region, sp.role_arn
+
+
+def _settled_cheaply(decision: model.Decision) -> bool:
+    """Nothing to send, store or scale: a batched read of the stack was enough."""
+    return (
+        decision.update is None
+        and not decision.effects
+        and getattr(decision, "scaling", None) is None
+        and decision.phase in _CHEAP_PHASES
+    )
 
 
 def utcnow() -> dt.datetime:
@@ -214,6 +233,8 @@ class Engine:
         self.clock = clock
         self._lock = threading.Lock()
         self._status: dict[str, StackStatus] = {}
+        self.stacks = StackCache(clients)  # one paged DescribeStacks serves many idle steps
+        self._accounts: dict[tuple[str, str | None], int] | None = None  # managed per account
         self._log = structlog.get_logger("reconciler.engine")
         self.listeners = list(listeners)
 
@@ -229,6 +250,9 @@ class Engine:
                 )
                 status.memory = self.store.load(status.name)
                 self._status[status.name] = status
+                self._accounts = None  # the stacks per account are counted again when needed
+            elif _account(status.deployment.spec) != _account(loaded.deployment.spec):
+                self._accounts = None
             status.file, status.revision = loaded.file, loaded.revision
             status.deployment, status.stale_spec = loaded.deployment, loaded.stale
             return status
@@ -237,6 +261,7 @@ class Engine:
         """A spec removed from git: stop managing it and drop its series; its stack stays."""
         with self._lock:
             self._status.pop(name, None)
+            self._accounts = None
         self.metrics.forget(name)
 
     def statuses(self) -> list[StackStatus]:
@@ -275,13 +300,7 @@ class Engine:
             self._report(status)
 
     def _step(self, status: StackStatus, loaded: catalog.LoadedSpec) -> StepResult:
-        sp = loaded.deployment.spec
-        observed = self._observe(sp)
-        now = self.clock()
-        memory = self.store.load(status.name)
-        decision = planner.plan(
-            loaded.deployment, loaded.revision, observed, memory, now, self.policy
-        )
+        observed, memory, decision, now = self._look(status, loaded)
         # Record first: a crash after this line resumes from what was decided.
         self.store.apply(status.name, decision.effects)
         sent: Literal["sent", "noop"] | None = None
@@ -294,6 +313,54 @@ class Engine:
         return StepResult(
             status.name, decision.phase, decision.message, sent, decision.requeue, error
         )
+
+    def _look(
+        self, status: StackStatus, loaded: catalog.LoadedSpec
+    ) -> tuple[model.Observed, model.Memory, model.Decision, dt.datetime]:
+        """Observe and plan: from the batched listing when that shows nothing to do, else
+        from a full, fresh observation (the planner never acts on a listing's data)."""
+        memory = self.store.load(status.name)
+        cheap = self._observe_cheaply(loaded.deployment.spec, memory)
+        if cheap is not None:
+            now = self.clock()
+            decision = planner.plan(
+                loaded.deployment, loaded.revision, cheap, memory, now, self.policy
+            )
+            if _settled_cheaply(decision):
+                return cheap, memory, decision, now
+        observed = self._observe(loaded.deployment.spec)
+        now = self.clock()
+        memory = self.store.load(status.name)
+        decision = planner.plan(
+            loaded.deployment, loaded.revision, observed, memory, now, self.policy
+        )
+        return observed, memory, decision, now
+
+    def _observe_cheaply(self, sp: spec.Spec, memory: model.Memory) -> model.Observed | None:
+        """The stack from the account's listing, when no rollout or update of ours is open
+        and the stack runs the desired image; None when a full observation is needed."""
+        if memory.pending is not None or (memory.rollout is not None and memory.rollout.active):
+            return None
+        listed = self.stacks.lookup(_account(sp), sp.stack_name, sp.interval, self._managed(sp))
+        if listed is None:
+            return None
+        view = stack_view(listed)
+        if view.parameters.get(sp.parameter_names.api_image) != sp.image:
+            return None  # a rollout is due: it needs the groups and the record
+        observed = model.Observed(stack=view)
+        if sp.promotion is not None:
+            observed = dataclasses.replace(observed, upstream=self._upstream(sp.promotion.after))
+        return observed
+
+    def _managed(self, sp: spec.Spec) -> int:
+        with self._lock:
+            if self._accounts is None:
+                counts: dict[tuple[str, str | None], int] = {}
+                for s in self._status.values():
+                    key = _account(s.deployment.spec)
+                    counts[key] = counts.get(key, 0) + 1
+                self._accounts = counts
+            return self._accounts.get(_account(sp), 0)
 
     def _observe(self, sp: spec.Spec) -> model.Observed:
         observed = aws.observe(self.clients, sp, sp.image)
@@ -335,6 +402,8 @@ class Engine:
             self.metrics.stack_update(name, kind, "error")
             return None, decision, f"AWS: {exc}"
         self.metrics.stack_update(name, kind, "noop" if sent == "noop" else "ok")
+        sp = loaded.deployment.spec
+        self.stacks.forget(_account(sp), sp.stack_name)  # the listing no longer shows it
         return sent, decision, None
 
     def _refused(

@@ -44,6 +44,11 @@ class AwsSettings:
     """An AWS endpoint for every service (a local emulator); None means real AWS."""
     max_attempts: int = 5
     """botocore standard-mode attempts per call: throttling is retried, not failed."""
+    rate: float = 10.0
+    """Requests per second to one account and region (`--aws-rate 10/s`): CloudFormation
+    publishes no limit, and a steady 10/s leaves room for people and other tools."""
+    burst: int = 20
+    """Requests that may go at once after a quiet spell before the rate applies."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,9 @@ Rules of this file:
   session name "reconciler"; the STS calls go through this class too, so they are counted.
 - Every HTTP attempt, retries included, is reported to `on_request(service, operation,
   result)` with result "ok", "throttled" or "error" (reconciler_aws_requests_total).
+- With a `rate`, every HTTP attempt (retries too) first takes a token from the bucket of its
+  (region, role), that is of one account's endpoint: the daemon never sends faster than
+  that, whatever the number of workers (docs/decisions/0006-api-budget.md).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
+
+from reconciler.aws.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -78,6 +83,13 @@ def classify(response: Any, caught_exception: Any) -> Result:
     return "ok"
 
 
+def _limiter(bucket: TokenBucket) -> Callable[..., None]:
+    def wait_for_token(**_: Any) -> None:  # before-send: a non-None return would be the answer
+        bucket.acquire()
+
+    return wait_for_token
+
+
 class _AssumeRoleProvider(CredentialProvider):
     """Hands botocore credentials for `role_arn` that refresh through STS when near expiry."""
 
@@ -114,9 +126,13 @@ class Clients:
         endpoint_url: str | None = None,
         on_request: OnRequest | None = None,
         max_attempts: int = 5,
+        rate: float | None = None,
+        burst: int = 20,
     ) -> None:
         self.endpoint_url = endpoint_url
         self._on_request = on_request
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[tuple[str, str | None], TokenBucket] = {}
         self._config = Config(
             # total_max_attempts counts the first try (botocore's max_attempts does not):
             # `max_attempts` here means what AWS_MAX_ATTEMPTS means, attempts in all.
@@ -177,7 +193,19 @@ class Clients:
         )
         if self._on_request is not None:
             client.meta.events.register("needs-retry.*", self._counter(service))
+        if self.rate is not None:
+            client.meta.events.register("before-send.*", _limiter(self.bucket(region, role_arn)))
         return client
+
+    def bucket(self, region: str, role_arn: str | None) -> TokenBucket:
+        """The rate limit shared by every client of one account's endpoint."""
+        assert self.rate is not None
+        with self._lock:
+            found = self._buckets.get((region, role_arn))
+            if found is None:
+                found = TokenBucket(self.rate, self.burst)
+                self._buckets[(region, role_arn)] = found
+            return found
 
     def _session(self, region: str, role_arn: str | None) -> boto3.Session:
         # One session per role: its credentials are shared by every client of that role.

@@ -1,0 +1,114 @@
+"""Many stacks read in few calls: every stack of an account, one paged DescribeStacks.
+
+Rules of this file (docs/decisions/0006-api-budget.md):
+- One `StackCache` per daemon; per (region, role) it lists every stack with
+  `describe_stacks()` without a name (50 stacks a page) at most once per `max_age`, and
+  serves each stack's entry from that listing.
+- It is worth it only when the account holds few stacks besides the managed ones: a listing
+  that takes more pages than there are managed stacks turns batching off for that account
+  for a while (the engine then reads stacks one by one, as before).
+- What it serves is at most `max_age` old, so the engine uses it only to decide that
+  nothing needs doing; any step that may send an update or verify reads the stack afresh.
+- `None` means "not served here, read it yourself" (not batched, or not in the listing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from reconciler import model
+from reconciler.aws.clients import Clients
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudformation.type_defs import StackTypeDef
+
+Key = tuple[str, str | None]  # (region, role ARN)
+
+BATCH_MIN = 4  # fewer managed stacks than this: reading each by name is as cheap
+OFF_FOR = 10  # listings skipped (in units of max_age) once batching did not pay off
+
+
+@dataclasses.dataclass
+class _Listing:
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    stacks: dict[str, StackTypeDef] = dataclasses.field(default_factory=dict)
+    at: float = float("-inf")  # monotonic time of the last listing
+    off_until: float = float("-inf")  # batching not worth it before this time
+    pages: int = 0
+
+
+class StackCache:
+    """Stacks by name (and id) per account, refreshed by one paged listing when too old."""
+
+    def __init__(self, clients: Clients, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clients = clients
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._listings: dict[Key, _Listing] = {}
+        self.listings = 0  # how many listings were made; tests and the benchmark read it
+
+    def lookup(
+        self, key: Key, stack_name: str, max_age: dt.timedelta, managed: int
+    ) -> StackTypeDef | None:
+        """The stack from a listing at most `max_age` old; None to read it by name instead."""
+        if managed < BATCH_MIN:
+            return None
+        listing = self._listing(key)
+        with listing.lock:  # one thread lists; the others wait for its answer
+            now = self._clock()
+            if now < listing.off_until:
+                return None
+            if now - listing.at > max_age.total_seconds():
+                self._refresh(key, listing)
+                if listing.pages > managed:
+                    listing.off_until = now + OFF_FOR * max_age.total_seconds()
+                    return None
+            return listing.stacks.get(stack_name)
+
+    def forget(self, key: Key, stack_name: str) -> None:
+        """Drop one stack's entry (we just updated it): it is read by name until next listing."""
+        listing = self._listing(key)
+        with listing.lock:
+            stack = listing.stacks.pop(stack_name, None)
+            if stack is not None:
+                listing.stacks.pop(stack["StackName"], None)
+                listing.stacks.pop(stack["StackId"], None)
+
+    def _listing(self, key: Key) -> _Listing:
+        with self._lock:
+            return self._listings.setdefault(key, _Listing())
+
+    def _refresh(self, key: Key, listing: _Listing) -> None:
+        region, role = key
+        cfn = self._clients.cloudformation(region, role)
+        stacks: dict[str, StackTypeDef] = {}
+        pages = 0
+        for page in cfn.get_paginator("describe_stacks").paginate():
+            pages += 1
+            for stack in page["Stacks"]:
+                # A spec may name its stack by name or by id: serve both.
+                stacks[stack["StackName"]] = stack
+                stacks[stack["StackId"]] = stack
+        listing.stacks, listing.pages, listing.at = stacks, pages, self._clock()
+        self.listings += 1
+
+
+def stack_view(stack: StackTypeDef) -> model.StackView:
+    """The planner's view of a listed stack, without the events call observe() may add:
+    the time of the last update only matters to a step that goes on to read afresh."""
+    updated = stack.get("LastUpdatedTime")
+    return model.StackView(
+        status=stack["StackStatus"],
+        parameters={
+            p["ParameterKey"]: p.get("ParameterValue", "")
+            for p in stack.get("Parameters", [])
+            if "ParameterKey" in p
+        },
+        last_updated=updated.astimezone(dt.UTC) if updated is not None else None,
+        status_reason=stack.get("StackStatusReason"),
+    )
