@@ -33,6 +33,10 @@ NOTIFY_JOB = "notify"
 OVERRIDE_DEFAULT = dt.timedelta(hours=1)  # an override is for the change at hand, not forever
 STOP_GRACE_SECONDS = 30.0  # a step is a few AWS calls; past this, exit anyway
 JITTER = 0.1  # share of a period added at random, so many daemons do not poll in step
+# While a rollout waits in one phase, each further poll comes 1.5x later, up to 4x the
+# active interval: a 3-minute instance replacement costs ~10 polls, not 36, and a phase
+# change (the next thing to act on) resets the period.
+ACTIVE_BACKOFF, ACTIVE_CAP = 1.5, 4.0
 
 
 def _job_id(name: str) -> str:
@@ -88,6 +92,7 @@ class Daemon:
         )
         self._guard = threading.Lock()
         self._resync: set[str] = set()  # syncs asked for while that spec's step ran
+        self._streaks: dict[str, tuple[str, int]] = {}  # name -> (phase, active steps in it)
         self._git_read = False
         self._aws_answered = False
         self._heartbeat = time.monotonic()
@@ -268,13 +273,23 @@ class Daemon:
         if result.error is not None:
             return min(interval, self.conf.scheduling.active_interval * 2)
         if result.requeue == "active":
-            return self.conf.scheduling.active_interval
+            return min(self._active_delay(loaded.deployment.name, result), interval)
+        with self._guard:
+            self._streaks.pop(loaded.deployment.name, None)
         if result.requeue == "retry":
             status = self.engine.status(loaded.deployment.name)
             failure = status.memory.failure if status else None
             if failure is not None:
                 return max(failure.next_retry_at - now, dt.timedelta(seconds=1))
         return interval * (1 + random.uniform(0, JITTER))  # noqa: S311 (jitter, not crypto)
+
+    def _active_delay(self, name: str, result: engine.StepResult) -> dt.timedelta:
+        with self._guard:
+            phase, count = self._streaks.get(name, ("", -1))
+            count = count + 1 if phase == str(result.phase) else 0
+            self._streaks[name] = (str(result.phase), count)
+        factor = min(ACTIVE_BACKOFF**count, ACTIVE_CAP)
+        return self.conf.scheduling.active_interval * factor
 
     def sync(self, name: str) -> bool:
         """Reconcile `name` now (or right after the step in flight)."""

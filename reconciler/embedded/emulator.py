@@ -64,6 +64,7 @@ class Emulator:
         self._clients_lock = threading.Lock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._app: wsgi.Middleware | None = None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -72,6 +73,7 @@ class Emulator:
         app = wsgi.Middleware(
             DomainDispatcherApplication(create_backend_app), self.updates, self.faults, self.region
         )
+        self._app = app
         self._stopping.clear()
         self._server = make_server(
             self._host, self._port, app, threaded=True, request_handler=MotoRequestHandler
@@ -114,6 +116,10 @@ class Emulator:
             raise RuntimeError("the emulator is not running: call start() first")
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def requests(self) -> dict[tuple[str, str], int]:
+        """Requests served so far by (service, action), from every client of the endpoint."""
+        return dict(self._app.requests) if self._app is not None else {}
 
     def _reset_moto(self) -> None:
         with self.updates.lock:

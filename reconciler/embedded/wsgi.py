@@ -13,10 +13,12 @@ Rules of this file:
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -48,11 +50,17 @@ class Middleware:
         self._updates = updates
         self._faults = injected
         self._region = region
+        # Every request by (service, action), faults included: what a tool really cost AWS,
+        # counted on the server side so tools that keep no count of their own compare.
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._count_lock = threading.Lock()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         body = _read_body(environ)
         access_key, region, service = _scope(environ, self._region)
         action = _action(environ, body)
+        with self._count_lock:
+            self.requests[(service, action)] += 1
         fault = self._faults.decide(service, action)
         if fault is not None:
             return _error(start_response, service, fault.status, fault.code, fault.message)
