@@ -15,8 +15,8 @@ REGENERATE = ".venv/bin/python tests/deploy/constraints.py > constraints.txt"
 
 def pins() -> dict[str, str]:
     found = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
+    for raw in (ROOT / "constraints.txt").read_text().splitlines():
+        line = raw.split("#")[0].strip()
         if line:
             name, _, version = line.partition("==")
             assert version, f"not a pin: {line}"
