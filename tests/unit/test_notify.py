@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler import logs, model, notify
+from reconciler import cli, logs, model, notify
 from reconciler.metrics import Metrics
 from reconciler.store import Store
 from tests.unit.notifykit import Receiver
@@ -257,3 +257,27 @@ def test_config_entries_parse_with_routing() -> None:
         ("api",),
         ("blocked",),
     )
+
+
+def test_cli_layers_the_notify_flags_and_the_config_list(tmp_path: pathlib.Path) -> None:
+    """RECONCILER_NOTIFY_URL adds sink `default`; the config file's `notify:` adds routed ones."""
+    config = tmp_path / "reconciler.yaml"
+    config.write_text(
+        "notify:\n  - {name: ops, kind: slack, url: 'https://h/T0/S', specs: [biglearn-api]}\n"
+    )
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    conf = cli.load_settings(args, {"RECONCILER_NOTIFY_URL": "http://127.0.0.1:1/hook"})
+    sinks = notify.configured(conf.notify)
+    assert [(s.name, s.kind, s.specs) for s in sinks] == [
+        ("default", "json", ()),
+        ("ops", "slack", ("biglearn-api",)),
+    ]
+    assert "T0" not in repr(conf)
+
+
+def test_cli_refuses_a_config_sink_named_like_a_flag_sink(tmp_path: pathlib.Path) -> None:
+    config = tmp_path / "reconciler.yaml"
+    config.write_text("notify:\n  - {name: default, url: 'https://h/x'}\n")
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    with pytest.raises(cli.UsageError, match="unique"):
+        cli.load_settings(args, {"RECONCILER_NOTIFY_URL": "https://h/y"})
