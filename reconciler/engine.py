@@ -151,6 +151,8 @@ def rollout_json(r: model.RolloutMemory | None) -> dict[str, Any] | None:
         "finishedAt": _iso(r.finished_at),
         "result": r.result,
         "reason": r.reason,
+        "scalingSuspendedAt": _iso(r.scaling_suspended_at),
+        "scalingResumedAt": _iso(r.scaling_resumed_at),
     }
 
 
@@ -307,6 +309,8 @@ class Engine:
         error: str | None = None
         if decision.update is not None:
             sent, decision, error = self._send(loaded, decision, memory, now)
+        elif decision.scaling is not None:
+            error = self._scale(loaded, decision.scaling)
         status.observed = observed
         status.memory = self.store.load(status.name)
         self._transition(status, decision, sent, error, memory, now)
@@ -381,6 +385,15 @@ class Engine:
             if r.image == image and r.result == "succeeded"
         ]
         return model.Upstream(name, image, in_sync, done[0] if done else None)
+
+    def _scale(self, loaded: catalog.LoadedSpec, change: model.ScalingChange) -> str | None:
+        """Suspend or resume scaling processes; a failure is retried on the next step, since
+        the planner asks again until it observes the processes as it wants them."""
+        try:
+            aws.set_scaling(self.clients, loaded.deployment.spec, change)
+        except (ClientError, BotoCoreError) as exc:
+            return f"AWS: {change.action} scaling processes: {exc}"
+        return None
 
     def _send(
         self,

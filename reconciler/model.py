@@ -105,6 +105,8 @@ class Observed:
     api_instances: tuple[Instance, ...] | None = None  # None: not observed this time
     migration_record: MigrationRecord | None = None  # the record for the desired image
     problem: str | None = None  # something a person must fix (e.g. a resource name not found)
+    api_group: str | None = None  # the API group's physical name, when observed
+    api_suspended: frozenset[str] | None = None  # its suspended scaling processes
     upstream: Upstream | None = None  # with spec.promotion: the spec it follows
 
 
@@ -143,6 +145,8 @@ class RolloutMemory:
     finished_at: dt.datetime | None = None
     result: RolloutResult | None = None
     reason: str | None = None
+    scaling_suspended_at: dt.datetime | None = None
+    scaling_resumed_at: dt.datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -185,6 +189,7 @@ class Memory:
     approved_image: str | None = None
     runtime_pause: RuntimePause | None = None
     window_override: WindowOverride | None = None
+    scaling_owned: frozenset[str] = frozenset()  # processes we suspended, not yet seen resumed
 
 
 # --- decided --------------------------------------------------------------------------
@@ -233,6 +238,7 @@ class MarkRollout:
     switch_started_at: dt.datetime | None = None
     switched_at: dt.datetime | None = None
     revision: str | None = None
+    scaling_suspended_at: dt.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +274,20 @@ class ClearRuntimePause:
 
 
 @dataclasses.dataclass(frozen=True)
+class OwnScaling:
+    """About to suspend these processes of the API group: ours to resume, whatever happens."""
+
+    processes: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class DisownScaling:
+    """The processes we suspended are seen resumed."""
+
+    at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
 class ConsumeApproval:
     """An approval is spent by the rollout it released: a later one needs its own."""
 
@@ -282,9 +302,20 @@ Effect = (
     | ClearFailure
     | ClearRuntimePause
     | ConsumeApproval
+    | OwnScaling
+    | DisownScaling
 )
 
 Requeue = Literal["idle", "active", "retry"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingChange:
+    """Suspend or resume Auto Scaling processes of the API group (rollout.suspendScaling)."""
+
+    action: Literal["suspend", "resume"]
+    group: str
+    processes: frozenset[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,6 +325,7 @@ class Decision:
     update: StackUpdate | None = None
     effects: tuple[Effect, ...] = ()
     requeue: Requeue = "idle"  # idle: spec interval; active: soon; retry: at failure.next_retry_at
+    scaling: ScalingChange | None = None
 
 
 # --- told ---------------------------------------------------------------------------

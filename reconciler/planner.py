@@ -45,6 +45,9 @@ NEEDS_PERSON = frozenset(
     }
 )
 
+# Auto Scaling processes that would fight a rolling update (rollout.suspendScaling).
+SCALING_PROCESSES = frozenset({"AlarmNotification", "ScheduledActions", "AZRebalance"})
+
 # Clocks of AWS and of this host disagree a little; an update's LastUpdatedTime earlier
 # than our send time by less than this still belongs to our update.
 CLOCK_SKEW = dt.timedelta(seconds=60)
@@ -272,6 +275,24 @@ def _backing_off(ctx: Context) -> model.Decision | None:
     return None
 
 
+def _heal_scaling(ctx: Context) -> model.Decision | None:
+    """Resume the processes we suspended once no switch needs them frozen: after success,
+    after failure, and after a crash between suspending and resuming."""
+    owned = ctx.memory.scaling_owned
+    r = ctx.memory.rollout
+    holding = r is not None and r.active and r.scaling_suspended_at is not None
+    if not owned or holding or ctx.observed.api_suspended is None:
+        return None
+    still = owned & ctx.observed.api_suspended
+    if not still:
+        return _continue(ctx, _heal_scaling, (model.DisownScaling(ctx.now),))
+    rest = _continue(ctx, _heal_scaling, ())
+    if rest.update is not None or rest.scaling is not None or ctx.observed.api_group is None:
+        return rest  # one action per step; the resume comes next
+    change = model.ScalingChange("resume", ctx.observed.api_group, frozenset(still))
+    return dataclasses.replace(rest, scaling=change, requeue="active")
+
+
 def _decide(ctx: Context) -> model.Decision:
     return _decide_rest(ctx)
 
@@ -293,6 +314,7 @@ RULES: tuple[Rule, ...] = (
     _paused,
     _busy,
     _settled,
+    _heal_scaling,
     _backing_off,
     _decide,
 )
@@ -456,6 +478,9 @@ def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decisio
             )
         marks = (model.MarkRollout(approved_at=ctx.now), model.ConsumeApproval())
         return _with_effects(_decide_rest(ctx, settled=marks), marks)
+    held = _suspend_scaling(ctx, rollout)
+    if held is not None:
+        return held
     n = ctx.names
     changes = {
         n.api_image: ctx.image,
@@ -470,6 +495,37 @@ def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decisio
         Phase.UPDATING_API,
         f"phase 2: switching the API group to {ctx.image} (revision {ctx.revision[:12]})",
         [model.MarkRollout(switch_started_at=ctx.now)],
+    )
+
+
+def _suspend_scaling(ctx: Context, rollout: model.RolloutMemory) -> model.Decision | None:
+    """With rollout.suspendScaling, freeze the autoscaler before the switch, so it does not
+    fight the rolling update; only processes not already suspended become ours to resume."""
+    if not ctx.want.rollout.suspend_scaling:
+        return None
+    suspended, group = ctx.observed.api_suspended, ctx.observed.api_group
+    if suspended is None or group is None:
+        return model.Decision(
+            Phase.UPDATING_API,
+            "waiting to read the API group's scaling processes before suspending them",
+            requeue="active",
+        )
+    if rollout.scaling_suspended_at is not None and ctx.memory.scaling_owned <= suspended:
+        return None
+    owned = (SCALING_PROCESSES - suspended) | ctx.memory.scaling_owned
+    marks: tuple[model.Effect, ...] = (
+        model.OwnScaling(owned),
+        model.MarkRollout(scaling_suspended_at=ctx.now),
+    )
+    if not owned - suspended:
+        return _with_effects(_decide_rest(ctx, settled=marks), marks)
+    todo = owned - suspended
+    return model.Decision(
+        Phase.UPDATING_API,
+        f"suspending {', '.join(sorted(todo))} on the API group before the switch",
+        effects=marks,
+        requeue="active",
+        scaling=model.ScalingChange("suspend", group, frozenset(todo)),
     )
 
 
@@ -696,6 +752,13 @@ def apply_effect(memory: model.Memory, effect: model.Effect) -> model.Memory:
             return dataclasses.replace(memory, runtime_pause=None)
         case model.ConsumeApproval():
             return dataclasses.replace(memory, approved_image=None)
+        case model.OwnScaling():
+            return dataclasses.replace(memory, scaling_owned=effect.processes)
+        case model.DisownScaling():
+            resumed = r
+            if r is not None and r.scaling_suspended_at and r.scaling_resumed_at is None:
+                resumed = dataclasses.replace(r, scaling_resumed_at=effect.at)
+            return dataclasses.replace(memory, scaling_owned=frozenset(), rollout=resumed)
     raise AssertionError(f"unknown effect {effect!r}")  # pragma: no cover
 
 

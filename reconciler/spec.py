@@ -157,6 +157,7 @@ class Rollout(_Model):
     timeout: Duration = dt.timedelta(minutes=45)
     approve_after_migration: bool = Field(False, alias="approveAfterMigration")
     verify_health: bool = Field(True, alias="verifyHealth")
+    suspend_scaling: bool = Field(False, alias="suspendScaling")
 
 
 class Pause(_Model):

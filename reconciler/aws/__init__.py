@@ -7,7 +7,7 @@ Rules of this package:
   RecordInvalid), botocore errors for everything that is AWS's problem.
 """
 
-from reconciler.aws.act import UpdateRefused, client_request_token, send_update
+from reconciler.aws.act import UpdateRefused, client_request_token, send_update, set_scaling
 from reconciler.aws.clients import Clients
 from reconciler.aws.observe import observe
 from reconciler.aws.records import RecordInvalid, read_record
@@ -20,4 +20,5 @@ __all__ = [
     "observe",
     "read_record",
     "send_update",
+    "set_scaling",
 ]

@@ -93,3 +93,13 @@ def client_request_token(name: str, kind: str, image: str, revision: str, attemp
     digest = hashlib.sha256("\0".join((name, kind, image, revision, str(attempt))).encode())
     suffix = "-" + digest.hexdigest()[:32]
     return readable[: TOKEN_MAX - len(suffix)].rstrip("-") + suffix
+
+
+def set_scaling(clients: Clients, sp: spec.Spec, change: model.ScalingChange) -> None:
+    """Suspend or resume the named Auto Scaling processes of the API group."""
+    asg = clients.autoscaling(sp.region, sp.role_arn)
+    processes = sorted(change.processes)
+    if change.action == "suspend":
+        asg.suspend_processes(AutoScalingGroupName=change.group, ScalingProcesses=processes)
+    else:
+        asg.resume_processes(AutoScalingGroupName=change.group, ScalingProcesses=processes)

@@ -115,11 +115,21 @@ _MIGRATIONS: tuple[str, ...] = (
         until TEXT NOT NULL
     );
     """,
+    # rollout.suspendScaling: which processes are ours to resume, and when, in history.
+    """
+    ALTER TABLE rollouts ADD COLUMN scaling_suspended_at TEXT;
+    ALTER TABLE rollouts ADD COLUMN scaling_resumed_at TEXT;
+    CREATE TABLE scaling_owned (
+        name TEXT PRIMARY KEY,
+        processes TEXT NOT NULL
+    );
+    """,
 )
 
 _ROLLOUT_COLUMNS = (
     "id, image, revision, from_image, started_at, phase1_started_at, migrated_at, "
-    "approved_at, switch_started_at, switched_at, finished_at, result, reason"
+    "approved_at, switch_started_at, switched_at, finished_at, result, reason, "
+    "scaling_suspended_at, scaling_resumed_at"
 )
 _MARK_FIELDS = (
     "phase1_started_at",
@@ -127,6 +137,7 @@ _MARK_FIELDS = (
     "approved_at",
     "switch_started_at",
     "switched_at",
+    "scaling_suspended_at",
 )
 
 
@@ -305,6 +316,9 @@ class Store:
             override = db.execute(
                 "SELECT reason, at, until FROM window_overrides WHERE name = ?", (name,)
             ).fetchone()
+            owned = db.execute(
+                "SELECT processes FROM scaling_owned WHERE name = ?", (name,)
+            ).fetchone()
         return model.Memory(
             rollout=None if rollout is None else _rollout(rollout),
             pending=None if pending is None else _pending(pending),
@@ -314,6 +328,7 @@ class Store:
             window_override=None
             if override is None
             else model.WindowOverride(override[0], _dt(override[1]), _dt(override[2])),
+            scaling_owned=frozenset(json.loads(owned[0])) if owned else frozenset(),
         )
 
     def history(self, name: str, limit: int = 50) -> list[model.RolloutMemory]:
@@ -479,6 +494,19 @@ def _apply_one(db: sqlite3.Connection, name: str, effect: model.Effect) -> None:
             db.execute("DELETE FROM runtime_pauses WHERE name = ?", (name,))
         case model.ConsumeApproval():
             db.execute("DELETE FROM approvals WHERE name = ?", (name,))
+        case model.OwnScaling(processes=processes):
+            db.execute(
+                "INSERT OR REPLACE INTO scaling_owned (name, processes) VALUES (?, ?)",
+                (name, json.dumps(sorted(processes))),
+            )
+        case model.DisownScaling(at=at):
+            db.execute("DELETE FROM scaling_owned WHERE name = ?", (name,))
+            db.execute(
+                "UPDATE rollouts SET scaling_resumed_at = ? WHERE id = (SELECT MAX(id) FROM "
+                "rollouts WHERE name = ? AND scaling_suspended_at IS NOT NULL) "
+                "AND scaling_resumed_at IS NULL",
+                (_ts(at), name),
+            )
         case _:
             raise StoreError(f"unknown effect {effect!r}")
 
@@ -559,7 +587,7 @@ def _json(expected: object) -> str:
 
 def _rollout(row: tuple[Any, ...]) -> model.RolloutMemory:
     (id_, image, revision, from_image, started, p1, migrated, approved, sw_start, switched,
-     finished, result, reason) = row  # fmt: skip
+     finished, result, reason, suspended, resumed) = row  # fmt: skip
     return model.RolloutMemory(
         id=int(id_),
         image=image,
@@ -574,6 +602,8 @@ def _rollout(row: tuple[Any, ...]) -> model.RolloutMemory:
         finished_at=_dt_opt(finished),
         result=result,
         reason=reason,
+        scaling_suspended_at=_dt_opt(suspended),
+        scaling_resumed_at=_dt_opt(resumed),
     )
 
 

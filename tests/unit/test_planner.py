@@ -466,3 +466,53 @@ def test_an_approval_is_spent_by_the_switch_it_releases() -> None:
     memory = dataclasses.replace(MIGRATING, approved_image=NEW)
     d = decide(phase1_live(record()), memory, rollout={"approveAfterMigration": True})
     assert "ConsumeApproval" in kinds(d)
+
+
+# --- autoscaling frozen during the switch ---------------------------------------------
+
+FREEZE = {"rollout": {"suspendScaling": True}}
+ALL = planner.SCALING_PROCESSES
+
+
+def with_group(obs: model.Observed, suspended: frozenset[str] = frozenset()) -> model.Observed:
+    return dataclasses.replace(obs, api_group="asg-1", api_suspended=suspended)
+
+
+def test_scaling_is_suspended_before_the_switch_and_owned() -> None:
+    d = decide(with_group(phase1_live(record())), MIGRATING, **FREEZE)
+    assert d.update is None and d.scaling is not None
+    assert (d.scaling.action, d.scaling.processes) == ("suspend", ALL)
+    assert model.OwnScaling(ALL) in d.effects
+
+
+def test_the_switch_goes_once_the_processes_are_seen_suspended() -> None:
+    memory = model.Memory(
+        rollout=rollout(migrated_at=T0, scaling_suspended_at=T0), scaling_owned=ALL
+    )
+    d = decide(with_group(phase1_live(record()), ALL), memory, **FREEZE)
+    assert d.update is not None and d.update.kind == "switch" and d.scaling is None
+
+
+def test_processes_a_person_suspended_are_not_ours_to_resume() -> None:
+    mine = ALL - {"AZRebalance"}
+    d = decide(with_group(phase1_live(record()), frozenset({"AZRebalance"})), MIGRATING, **FREEZE)
+    assert d.scaling is not None and d.scaling.processes == mine
+    assert model.OwnScaling(mine) in d.effects
+
+
+def test_after_success_the_owned_processes_are_resumed_then_disowned() -> None:
+    done = rollout(migrated_at=T0, scaling_suspended_at=T0, result="succeeded", finished_at=T0)
+    memory = model.Memory(rollout=done, scaling_owned=ALL)
+    in_sync = observed(stack(api=NEW, mig=NEW), instances=healthy(NEW))
+    d = decide(with_group(in_sync, ALL), memory, **FREEZE)
+    assert d.scaling is not None and (d.scaling.action, d.scaling.processes) == ("resume", ALL)
+    later = decide(with_group(in_sync, frozenset()), memory, **FREEZE)
+    assert later.scaling is None and kinds(later)[0] == "DisownScaling"
+
+
+def test_a_crash_between_suspend_and_resume_is_healed_with_no_rollout_under_way() -> None:
+    """Ours but no rollout holds them (e.g. the failure path, or a lost step): resume."""
+    memory = dataclasses.replace(failed(), scaling_owned=ALL)
+    d = decide(with_group(observed(), ALL), memory)
+    assert d.scaling is not None and d.scaling.action == "resume"
+    assert d.phase == Phase.FAILED
