@@ -7,7 +7,9 @@ Rules of this file:
   DescribeInstances (batched), one health call per load balancer. A busy stack or one that
   needs a person costs one call (plus the record): nothing would be acted on anyway.
 - DescribeStackEvents only when DescribeStacks gives no LastUpdatedTime for a stack that
-  has been updated (moto omits it; real AWS does not).
+  has been updated (moto omits it; real AWS does not), or no StackStatusReason for a stack
+  that rolled back (ROLLED_BACK): then one page, newest first, holds why. Both needs share
+  the pages read, so a poll never reads a page twice.
 - The migration record is read only when the spec has a check and the live API image is
   not the target (`read_record=None`); a record that cannot count (RecordInvalid) is
   reported through `on_warning` and observed as absent: it must not block the stack.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
@@ -31,7 +33,7 @@ from reconciler.aws.clients import Clients
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef
     from mypy_boto3_cloudformation import CloudFormationClient
-    from mypy_boto3_cloudformation.type_defs import StackTypeDef
+    from mypy_boto3_cloudformation.type_defs import StackEventTypeDef, StackTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ STABLE = frozenset(
         "IMPORT_COMPLETE",
         "IMPORT_ROLLBACK_COMPLETE",
     }
+)
+# Statuses whose "why" a person or the failure record needs; only these may cost the events.
+ROLLED_BACK = frozenset(
+    {"UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED"}
 )
 GROUP_TYPE = "AWS::AutoScaling::AutoScalingGroup"
 STACK_TYPE = "AWS::CloudFormation::Stack"
@@ -104,6 +110,7 @@ def _describe_stack(cfn: CloudFormationClient, name: str) -> StackTypeDef | None
 
 
 def _stack_view(cfn: CloudFormationClient, stack: StackTypeDef) -> model.StackView:
+    events = _Events(cfn, stack["StackId"])
     return model.StackView(
         status=stack["StackStatus"],
         # A failed update in moto can leave a parameter without a value: "" keeps the
@@ -113,28 +120,61 @@ def _stack_view(cfn: CloudFormationClient, stack: StackTypeDef) -> model.StackVi
             for p in stack.get("Parameters", [])
             if "ParameterKey" in p
         },
-        last_updated=_last_updated(cfn, stack),
-        status_reason=stack.get("StackStatusReason"),
+        last_updated=_last_updated(stack, events),
+        status_reason=_status_reason(stack, events),
     )
 
 
-def _last_updated(cfn: CloudFormationClient, stack: StackTypeDef) -> dt.datetime | None:
+class _Events:
+    """The stack's events, newest first: each page is read once, and only when asked for."""
+
+    def __init__(self, cfn: CloudFormationClient, stack_id: str) -> None:
+        # paginate() sends nothing until iterated.
+        self._source = iter(cfn.get_paginator("describe_stack_events").paginate(StackName=stack_id))
+        self._read: list[list[StackEventTypeDef]] = []
+
+    def newest(self, pages: int) -> Iterator[StackEventTypeDef]:
+        """The events of the first `pages` pages, newest first."""
+        for number in range(pages):
+            if number == len(self._read):
+                page = next(self._source, None)
+                if page is None:
+                    return
+                self._read.append(page["StackEvents"])
+            yield from self._read[number]
+
+
+def _last_updated(stack: StackTypeDef, events: _Events) -> dt.datetime | None:
     if "LastUpdatedTime" in stack:
         return _utc(stack["LastUpdatedTime"])
     status = stack["StackStatus"]
     if status.startswith(("CREATE_", "ROLLBACK_", "IMPORT_")):
         return None  # never updated: nothing to look up
-    pages = cfn.get_paginator("describe_stack_events").paginate(StackName=stack["StackId"])
-    for number, page in enumerate(pages):
-        for event in page["StackEvents"]:  # newest first
-            if (
-                event.get("ResourceType") == STACK_TYPE
-                and event.get("PhysicalResourceId") in (stack["StackId"], None)
-                and event.get("ResourceStatus") == "UPDATE_IN_PROGRESS"
-            ):
-                return _utc(event["Timestamp"])
-        if number + 1 >= EVENT_PAGES:
-            break
+    for event in events.newest(EVENT_PAGES):
+        if (
+            event.get("ResourceType") == STACK_TYPE
+            and event.get("PhysicalResourceId") in (stack["StackId"], None)
+            and event.get("ResourceStatus") == "UPDATE_IN_PROGRESS"
+        ):
+            return _utc(event["Timestamp"])
+    return None
+
+
+def _status_reason(stack: StackTypeDef, events: _Events) -> str | None:
+    """Why the stack is where it is; for a rollback without one, from its newest events.
+
+    The rollback's own *ROLLBACK_IN_PROGRESS event names what failed; a *_FAILED event
+    newer than it (a rollback that failed in turn) says what now needs a person.
+    """
+    reason = stack.get("StackStatusReason")
+    if reason or stack["StackStatus"] not in ROLLED_BACK:
+        return reason
+    for event in events.newest(1):
+        status = event.get("ResourceStatus", "")
+        if status.endswith(("ROLLBACK_IN_PROGRESS", "_FAILED")) and event.get(
+            "ResourceStatusReason"
+        ):
+            return event["ResourceStatusReason"]
     return None
 
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import pytest
 from moto.cloudformation.models import cloudformation_backends
 
 from reconciler.aws import observe
 from reconciler.aws.act import send_update
 from reconciler.aws.clients import Clients
 from reconciler.aws.observe import _health
+from reconciler.embedded import Emulator
 from reconciler.model import StackUpdate
 from reconciler.spec import Spec
-from tests.integration.conftest import REGION, Stack
+from tests.integration.conftest import PARAMETERS, REGION, Stack
 
 Requests = list[tuple[str, str, str]]
 
@@ -204,3 +206,113 @@ def test_a_group_without_load_balancer_has_no_health(stack: Stack, clients: Clie
     """No load balancer: health is None (unknown), not False."""
     group, ids = _bare_group(stack)
     assert _health(clients, stack.spec(), group, ids) is None
+
+
+# --- why a stack rolled back ------------------------------------------------------------
+
+
+def _moto_stack(stack: Stack) -> Any:
+    backend = cloudformation_backends["123456789012"][REGION]
+    return next(s for s in backend.stacks.values() if s.name == stack.name)
+
+
+def test_rollback_reason_comes_from_the_events_when_describe_stacks_has_none(
+    stack: Stack, clients: Clients, requests: Requests
+) -> None:
+    """UPDATE_ROLLBACK_COMPLETE without StackStatusReason: the reason of the newest
+    UPDATE_ROLLBACK_IN_PROGRESS event; one page of events serves it and the last update time
+    (moto gives no LastUpdatedTime), so DescribeStackEvents is sent once."""
+    moto_stack = _moto_stack(stack)
+    moto_stack._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
+    moto_stack._add_stack_event("UPDATE_ROLLBACK_IN_PROGRESS", "Asg1: instances failed")
+    moto_stack._add_stack_event("UPDATE_ROLLBACK_COMPLETE")
+    moto_stack.status = "UPDATE_ROLLBACK_COMPLETE"
+
+    seen = observe(clients, stack.spec(), stack.new_image)
+
+    assert seen.stack is not None
+    assert seen.stack.status_reason == "Asg1: instances failed"
+    assert seen.stack.last_updated is not None
+    assert [op for _, op, _ in requests].count("DescribeStackEvents") == 1
+
+
+def test_a_failed_rollback_gives_the_reason_of_its_newest_failure(
+    stack: Stack, clients: Clients
+) -> None:
+    """UPDATE_ROLLBACK_FAILED: a *_FAILED event newer than the rollback says what a person
+    must now fix, so its reason is the one reported."""
+    moto_stack = _moto_stack(stack)
+    moto_stack._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
+    moto_stack._add_stack_event("UPDATE_ROLLBACK_IN_PROGRESS", "Asg1: instances failed")
+    moto_stack._add_stack_event("UPDATE_ROLLBACK_FAILED", "Asg1: cannot restore capacity")
+    moto_stack.status = "UPDATE_ROLLBACK_FAILED"
+
+    seen = observe(clients, stack.spec(), stack.new_image)
+
+    assert seen.stack is not None
+    assert seen.stack.status_reason == "Asg1: cannot restore capacity"
+
+
+def test_a_reason_from_describe_stacks_is_kept_as_is(stack: Stack, clients: Clients) -> None:
+    """When DescribeStacks gives StackStatusReason, it is the reason; events do not override it."""
+    moto_stack = _moto_stack(stack)
+    moto_stack._add_stack_event("UPDATE_ROLLBACK_IN_PROGRESS", "from the events")
+    moto_stack.status = "UPDATE_ROLLBACK_COMPLETE"
+    moto_stack.status_reason = "from DescribeStacks"
+
+    seen = observe(clients, stack.spec(), stack.new_image)
+
+    assert seen.stack is not None and seen.stack.status_reason == "from DescribeStacks"
+
+
+@pytest.fixture
+def emulated() -> Iterator[tuple[Emulator, Stack]]:
+    """The embedded emulator (its updates roll back on request, moto's do not) with Stack1
+    made from the shipped template."""
+    with Emulator(update_seconds=0.3) as emulator:
+        old, new = emulator.register_image("old"), emulator.register_image("new")
+        params = {**PARAMETERS, "LcImageId": old, "MigrationLcImageId": old}
+        emulator.create_stack("Stack1", params)
+        yield emulator, Stack("Stack1", old, new, params)
+
+
+def _switch(emulator: Emulator, stack: Stack, clients: Clients) -> None:
+    params = tuple((k, stack.new_image if k == "LcImageId" else None) for k in stack.parameters)
+    send_update(clients, stack.spec(), StackUpdate("switch", params, "rc-t-2"))
+    emulator.wait_settled(stack.name)
+
+
+def test_the_reason_of_a_real_rollback_reaches_the_status(
+    emulated: tuple[Emulator, Stack], requests: Requests
+) -> None:
+    """An update that rolls back (emulator): its UPDATE_ROLLBACK_IN_PROGRESS reason becomes
+    Observed.stack.status_reason, for "switch update rolled back: <reason>"; LastUpdatedTime
+    is given, so the one DescribeStackEvents is for the reason only."""
+    emulator, stack = emulated
+    clients = Clients(emulator.endpoint_url, lambda *call: requests.append(call), 2)
+    emulator.fail_next_update(stack.name, "Asg1: instance i-0abc failed to signal")
+    _switch(emulator, stack, clients)
+    requests.clear()
+
+    seen = observe(clients, stack.spec(), stack.new_image)
+
+    assert seen.stack is not None and seen.stack.status == "UPDATE_ROLLBACK_COMPLETE"
+    assert seen.stack.status_reason == "Asg1: instance i-0abc failed to signal"
+    assert seen.stack.last_updated is not None
+    assert [op for _, op, _ in requests].count("DescribeStackEvents") == 1
+
+
+def test_an_updated_stack_with_last_updated_time_reads_no_events(
+    emulated: tuple[Emulator, Stack], requests: Requests
+) -> None:
+    """Budget: with LastUpdatedTime from DescribeStacks and no rollback, no DescribeStackEvents."""
+    emulator, stack = emulated
+    clients = Clients(emulator.endpoint_url, lambda *call: requests.append(call), 2)
+    _switch(emulator, stack, clients)
+    requests.clear()
+
+    seen = observe(clients, stack.spec(), stack.new_image)
+
+    assert seen.stack is not None and seen.stack.status == "UPDATE_COMPLETE"
+    assert seen.stack.last_updated is not None and seen.stack.status_reason is None
+    assert "DescribeStackEvents" not in [op for _, op, _ in requests]
