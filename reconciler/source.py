@@ -33,7 +33,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
-from reconciler import spec
+from reconciler import crashpoints, spec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 _MODE_SYMLINK = "120000"
@@ -336,6 +336,8 @@ class GitSource:
         if in_repo:
             argv += ["--git-dir", str(self.repo_dir)]
         argv += list(args)
+        what = next((a for a in args if not a.startswith("-")), "git")  # ls-remote, fetch, ...
+        crashpoints.hit(f"git.{what}.before")
         try:
             result = subprocess.run(
                 argv,
@@ -352,6 +354,7 @@ class GitSource:
         if result.returncode != 0:
             detail = result.stderr.decode("utf-8", "replace").strip()
             raise GitError(redact(f"git {args[0]} failed ({result.returncode}): {detail}"))
+        crashpoints.hit(f"git.{what}.after")
         return result.stdout
 
 

@@ -26,6 +26,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
 
+from reconciler import crashpoints
 from reconciler.aws.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -88,6 +89,15 @@ def _limiter(bucket: TokenBucket) -> Callable[..., None]:
         bucket.acquire()
 
     return wait_for_token
+
+
+def _crashpoint(when: str) -> Callable[..., None]:
+    # before-call/after-call fire once per API call (not per retry): `aws.UpdateStack.after`
+    # is "AWS answered", whatever the attempts it took.
+    def hit(model: Any = None, **_: Any) -> None:  # a non-None return would be the answer
+        crashpoints.hit(f"aws.{getattr(model, 'name', 'unknown')}.{when}")
+
+    return hit
 
 
 class _AssumeRoleProvider(CredentialProvider):
@@ -195,6 +205,9 @@ class Clients:
             client.meta.events.register("needs-retry.*", self._counter(service))
         if self.rate is not None:
             client.meta.events.register("before-send.*", _limiter(self.bucket(region, role_arn)))
+        if crashpoints.ACTIVE:  # a test facility: no hooks at all in normal runs
+            client.meta.events.register("before-call.*", _crashpoint("before"))
+            client.meta.events.register("after-call.*", _crashpoint("after"))
         return client
 
     def bucket(self, region: str, role_arn: str | None) -> TokenBucket:

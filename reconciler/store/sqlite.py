@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
-from reconciler import model
+from reconciler import crashpoints, model
 
 DB_FILE = "reconciler.sqlite3"
 LOCK_FILE = "lock"
@@ -252,16 +252,19 @@ class Store:
     # --- transactions -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, what: str = "write") -> Iterator[sqlite3.Connection]:
         """One write transaction, taken before reading so no other writer interleaves."""
         with self._lock:
+            crashpoints.hit(f"store.{what}.before")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            crashpoints.hit(f"store.{what}.commit")  # written, not yet committed
             self._db.execute("COMMIT")
+            crashpoints.hit(f"store.{what}.after")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -274,7 +277,7 @@ class Store:
                 self._db.execute("COMMIT")
 
     def _migrate(self) -> None:
-        with self._write() as db:
+        with self._write("migrate") as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT version FROM schema_version").fetchone()
             version = 0 if row is None else int(row[0])
@@ -360,7 +363,7 @@ class Store:
         """Apply the planner's effects in order, all in one durable transaction."""
         if not effects:
             return
-        with self._write() as db:
+        with self._write("apply") as db:
             for effect in effects:
                 _apply_one(db, name, effect)
 
@@ -369,7 +372,7 @@ class Store:
     def pause(
         self, name: str, reason: str, at: dt.datetime, until: dt.datetime | None = None
     ) -> None:
-        with self._write() as db:
+        with self._write("pause") as db:
             db.execute(
                 "INSERT OR REPLACE INTO runtime_pauses (name, reason, at, until) "
                 "VALUES (?, ?, ?, ?)",
@@ -378,7 +381,7 @@ class Store:
 
     def resume(self, name: str) -> bool:
         """Lift a runtime pause; False if there was none (a spec pause is git's to lift)."""
-        with self._write() as db:
+        with self._write("resume") as db:
             return db.execute("DELETE FROM runtime_pauses WHERE name = ?", (name,)).rowcount > 0
 
     def override_window(self, name: str, reason: str, at: dt.datetime, until: dt.datetime) -> None:
@@ -391,7 +394,7 @@ class Store:
             )
 
     def approve(self, name: str, image: str, at: dt.datetime) -> None:
-        with self._write() as db:
+        with self._write("approve") as db:
             db.execute(
                 "INSERT OR REPLACE INTO approvals (name, image, at) VALUES (?, ?, ?)",
                 (name, image, _ts(at)),
@@ -399,7 +402,7 @@ class Store:
 
     def retry(self, name: str, now: dt.datetime) -> bool:
         """Make a backing-off spec due now; False if it has no failure to retry."""
-        with self._write() as db:
+        with self._write("retry") as db:
             cursor = db.execute(
                 "UPDATE failures SET next_retry_at = ? WHERE name = ?", (_ts(now), name)
             )
