@@ -178,6 +178,8 @@ def transitions(
                 if f.reason.startswith("migration"):
                     kinds.append("migration_failed")
                 kinds.append("rollout_failed")
+                if "rolled the API group back" in f.reason:
+                    kinds.append("rolled_back")
     entered = decision.phase if decision.phase != status.phase else None
     if entered in _ENTERED:
         kinds.append(_ENTERED[entered])

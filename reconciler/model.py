@@ -338,6 +338,7 @@ TransitionKind = Literal[
     "switched",
     "rollout_succeeded",
     "rollout_failed",
+    "rolled_back",
     "blocked",
     "paused",
     "resumed",

@@ -48,6 +48,9 @@ NEEDS_PERSON = frozenset(
 # Auto Scaling processes that would fight a rolling update (rollout.suspendScaling).
 SCALING_PROCESSES = frozenset({"AlarmNotification", "ScheduledActions", "AZRebalance"})
 
+# The retry time of a failure that waits for a person (a new revision, or `retry`).
+HELD = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
 # Clocks of AWS and of this host disagree a little; an update's LastUpdatedTime earlier
 # than our send time by less than this still belongs to our update.
 CLOCK_SKEW = dt.timedelta(seconds=60)
@@ -268,8 +271,8 @@ def _backing_off(ctx: Context) -> model.Decision | None:
     if ctx.now < failure.next_retry_at:
         return model.Decision(
             Phase.FAILED,
-            f"{failure.reason}; attempt {failure.count} failed, next retry at "
-            f"{failure.next_retry_at.isoformat()}",
+            f"{failure.reason}; attempt {failure.count} failed, "
+            f"{_when_retried(failure.next_retry_at)}",
             requeue="retry",
         )
     return None
@@ -576,12 +579,36 @@ def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
         detail = "instances not observed yet"
     since = rollout.switched_at or rollout.switch_started_at or rollout.started_at
     if ctx.now - since > ctx.want.rollout.timeout:
-        return _fail(
-            ctx,
+        reason = (
             f"API group not healthy on {ctx.image} within "
-            f"{spec.format_duration(ctx.want.rollout.timeout)} ({detail})",
+            f"{spec.format_duration(ctx.want.rollout.timeout)} ({detail})"
         )
+        if ctx.want.rollout.auto_rollback and rollout.from_image not in (None, ctx.image):
+            return _roll_back(ctx, rollout, reason)
+        return _fail(ctx, reason)
     return model.Decision(Phase.VERIFYING, f"verifying the API group: {detail}", requeue="active")
+
+
+def _roll_back(ctx: Context, rollout: model.RolloutMemory, reason: str) -> model.Decision:
+    """rollout.autoRollback: put the API group back on the image it ran before. No migration
+    phase: that older code already ran against the migrated schema. The failure holds until
+    a new revision or an explicit retry, so a bad image is not rolled out again by itself."""
+    assert rollout.from_image is not None
+    n = ctx.names
+    back = f"{reason}; rolled the API group back to {rollout.from_image}"
+    failed = _fail(ctx, back, sticky=True)
+    undo = _update(
+        ctx,
+        "switch",
+        {n.api_image: rollout.from_image, n.api_capacity: ctx.api_capacity()},
+        Phase.FAILED,
+        "",
+        [],
+        step="rollback",
+    )
+    return dataclasses.replace(
+        failed, update=undo.update, effects=failed.effects + undo.effects, requeue="active"
+    )
 
 
 def _succeed(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
@@ -606,21 +633,29 @@ def _in_sync(ctx: Context, effects: tuple[model.Effect, ...]) -> model.Decision:
 # --- failures -------------------------------------------------------------------------
 
 
-def _fail(ctx: Context, reason: str, extra: tuple[model.Effect, ...] = ()) -> model.Decision:
+def _fail(
+    ctx: Context, reason: str, extra: tuple[model.Effect, ...] = (), sticky: bool = False
+) -> model.Decision:
     previous = ctx.memory.failure
     same = previous is not None and previous.revision == ctx.revision
     count = previous.count + 1 if same and previous is not None else 1
-    retry_at = ctx.now + ctx.policy.backoff(count)
+    retry_at = HELD if sticky else ctx.now + ctx.policy.backoff(count)
     failure = model.Failure(count, reason, ctx.now, retry_at, ctx.revision, ctx.image)
     effects: list[model.Effect] = [*extra, model.RecordFailure(failure)]
     if ctx.rollout is not None:
         effects.append(model.FinishRollout("failed", ctx.now, reason))
     return model.Decision(
         Phase.FAILED,
-        f"{reason}; attempt {count} failed, next retry at {retry_at.isoformat()}",
+        f"{reason}; attempt {count} failed, {_when_retried(retry_at)}",
         effects=tuple(effects),
         requeue="retry",
     )
+
+
+def _when_retried(retry_at: dt.datetime) -> str:
+    if retry_at >= HELD:
+        return "held until a new revision or `reconciler retry`"
+    return f"next retry at {retry_at.isoformat()}"
 
 
 def _fail_migration(ctx: Context, reason: str) -> model.Decision:

@@ -158,6 +158,7 @@ class Rollout(_Model):
     approve_after_migration: bool = Field(False, alias="approveAfterMigration")
     verify_health: bool = Field(True, alias="verifyHealth")
     suspend_scaling: bool = Field(False, alias="suspendScaling")
+    auto_rollback: bool = Field(False, alias="autoRollback")
 
 
 class Pause(_Model):

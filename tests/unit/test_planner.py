@@ -516,3 +516,38 @@ def test_a_crash_between_suspend_and_resume_is_healed_with_no_rollout_under_way(
     d = decide(with_group(observed(), ALL), memory)
     assert d.scaling is not None and d.scaling.action == "resume"
     assert d.phase == Phase.FAILED
+
+
+# --- auto rollback --------------------------------------------------------------------
+
+ROLLBACK = {"rollout": {"autoRollback": True}}
+
+
+def test_a_failed_verification_rolls_the_api_group_back_when_asked() -> None:
+    obs = observed(stack(api=NEW, mig=NEW), instances=healthy(OLD))
+    d = decide(obs, SWITCHED, now=T0 + minutes(50), **ROLLBACK)
+    assert d.phase == Phase.FAILED and "rolled the API group back to" in d.message
+    assert d.update is not None and d.update.changes == {
+        "LcImageId": OLD,
+        "Asg1DesiredCapacity": "1",
+    }
+    assert "MigrationLcImageId" not in d.update.changes  # no migration phase for the old image
+
+
+def test_without_auto_rollback_a_failed_verification_only_fails() -> None:
+    obs = observed(stack(api=NEW, mig=NEW), instances=healthy(OLD))
+    d = decide(obs, SWITCHED, now=T0 + minutes(50))
+    assert d.phase == Phase.FAILED and d.update is None
+
+
+def test_after_a_rollback_the_bad_image_waits_for_a_person_or_a_new_revision() -> None:
+    obs = observed(stack(api=NEW, mig=NEW), instances=healthy(OLD))
+    d = decide(obs, SWITCHED, now=T0 + minutes(50), **ROLLBACK)
+    failure = next(e for e in d.effects if isinstance(e, model.RecordFailure)).failure
+    memory = model.Memory(failure=failure)
+    rolled_back = observed(stack(api=OLD, mig=NEW))
+    a_day_later = decide(rolled_back, memory, now=T0 + minutes(60 * 24), **ROLLBACK)
+    assert (a_day_later.phase, a_day_later.update) == (Phase.FAILED, None)
+    assert "held until a new revision" in a_day_later.message
+    new_revision = decide(rolled_back, memory, revision=REV2, **ROLLBACK)
+    assert new_revision.update is not None
