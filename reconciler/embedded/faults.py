@@ -16,11 +16,15 @@ import threading
 
 @dataclasses.dataclass(frozen=True)
 class Fault:
-    """An error answer to send instead of moto's: HTTP status, AWS error code, message."""
+    """An error answer to send instead of moto's: HTTP status, AWS error code, message.
+
+    With a `delay`, the answer comes that many seconds late (a hung endpoint: the client's
+    read timeout fires first); status 0 then lets the request through to moto afterwards."""
 
     status: int
     code: str
     message: str
+    delay: float = 0.0
 
 
 THROTTLING = Fault(400, "Throttling", "Rate exceeded")
@@ -61,6 +65,16 @@ class Faults:
     ) -> None:
         """Answer HTTP 500 `InternalFailure` on `fraction` of the service's calls."""
         self.add(INTERNAL, fraction, service, actions)
+
+    def stall(
+        self,
+        seconds: float,
+        fraction: float,
+        service: str = "cloudformation",
+        actions: set[str] | None = None,
+    ) -> None:
+        """Hold `fraction` of the service's calls `seconds` before answering them normally."""
+        self.add(Fault(0, "", "", delay=seconds), fraction, service, actions)
 
     def add(
         self, fault: Fault, fraction: float, service: str, actions: set[str] | None = None

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -62,7 +63,9 @@ class Middleware:
         with self._count_lock:
             self.requests[(service, action)] += 1
         fault = self._faults.decide(service, action)
-        if fault is not None:
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)  # outside the update lock: only this request hangs
+        if fault is not None and fault.status:
             return _error(start_response, service, fault.status, fault.code, fault.message)
         with self._updates.lock:
             if service == "cloudformation" and action in _OURS:
