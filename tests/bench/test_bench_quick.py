@@ -1,0 +1,16 @@
+"""The benchmark's quick mode in the default suite: counts and ratios only, never times."""
+
+from __future__ import annotations
+
+from tests.bench import harness
+
+
+def test_quick_benchmark_keeps_the_api_budget() -> None:
+    row = harness.measure(10, harness.QUICK, rate="100/s", peer_size=0)
+    # Batching: one paged DescribeStacks serves all ten idle stacks (5 calls each before).
+    assert row["passes"] >= 1
+    assert row["req_per_stack_pass"] <= 0.2
+    # Both phases of ten stacks, each polled with backoff: a bounded number of calls.
+    assert row["rollout_req_per_stack"] < 30
+    assert row["rollout_throttled"] == 0
+    assert row["peak_rss_mb"] > 0
