@@ -83,6 +83,14 @@ COMMON: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     # Webhook URLs are secrets: the environment variables keep them out of `ps`.
     ("notify-url", "notify.url", str, "JSON webhook told of rollout transitions (a secret)"),
     ("notify-slack-url", "notify.slack_url", str, "Slack webhook told of transitions (a secret)"),
+    (
+        "lock-table",
+        "replicas.lock_table",
+        str,
+        "DynamoDB table [REGION:]NAME shared by replicas (store and per-stack leases)",
+    ),
+    ("replica-id", "replicas.replica_id", str, "this replica's name in leases (hostname-pid)"),
+    ("lease-ttl", "replicas.lease_ttl", spec.parse_duration, "per-stack lease length (30s)"),
 )
 
 

@@ -24,11 +24,12 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from reconciler import aws, catalog, engine, http, notify, planner, settings, source, spec
+from reconciler import aws, catalog, engine, http, notify, planner, replicas, settings, source, spec
 from reconciler.metrics import Metrics
 from reconciler.store import Store
 
 GIT_JOB = "git-poll"
+LEASE_JOB = "lease-renew"
 NOTIFY_JOB = "notify"
 OVERRIDE_DEFAULT = dt.timedelta(hours=1)  # an override is for the change at hand, not forever
 STOP_GRACE_SECONDS = 30.0  # a step is a few AWS calls; past this, exit anyway
@@ -53,7 +54,6 @@ class Daemon:
         self.metrics = Metrics()
         conf.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = Store.lock_state_dir(conf.state_dir)
-        self.store = Store.in_state_dir(conf.state_dir)
         clients = aws.Clients(
             conf.aws.endpoint_url,
             self.metrics.aws_request,
@@ -61,6 +61,9 @@ class Daemon:
             conf.aws.rate,
             conf.aws.burst,
         )
+        # SQLite in the state dir, or the shared DynamoDB table and its per-spec leases.
+        self.replicas = replicas.Replicas(conf, clients)
+        self.store = self.replicas.store
         policy = planner.Policy(conf.scheduling.backoff_base, conf.scheduling.backoff_cap)
         # The listener only queues in the store; the notify job sends, on its own thread.
         self.notifier = notify.Notifier(
@@ -115,6 +118,16 @@ class Daemon:
             id=GIT_JOB,
             next_run_time=self.clock(),
         )
+        if self.replicas.lease is not None:
+            # Its own thread: busy reconcile workers must never delay a renewal.
+            self.scheduler.add_executor(ThreadPoolExecutor(1), "leases")
+            self.scheduler.add_job(
+                self.replicas.renew_all,
+                "interval",
+                seconds=self.replicas.renew_every.total_seconds(),
+                id=LEASE_JOB,
+                executor="leases",
+            )
         if self.notifier.sinks:
             self.scheduler.add_job(
                 self.deliver_notifications,
@@ -137,6 +150,7 @@ class Daemon:
         with self._idle:
             self._idle.wait_for(lambda: self._inflight == 0, timeout=STOP_GRACE_SECONDS)
         self.server.stop()
+        self.replicas.release_all()
         self.store.close()
         self._lock_file.release()
         self.log.info("stopped")
@@ -250,7 +264,14 @@ class Daemon:
             return
         with self._guard:
             self._resync.discard(name)
-        result = self.engine.step(loaded)
+        result = self.replicas.step(self.engine, loaded)
+        if result is None:  # another replica drives it: ask again for the lease soon
+            self._aws_answered = True
+            job = self.scheduler.get_job(_job_id(name))
+            delay = self.replicas.standby_delay(loaded.deployment.spec.interval)
+            if job is not None and not self._stopped.is_set():
+                job.modify(next_run_time=self.clock() + delay)
+            return
         if result.error is None:
             self._aws_answered = True
         self._reschedule(name, loaded, result)

@@ -25,7 +25,7 @@ from reconciler import aws, catalog, model, planner, spec
 from reconciler.aws.batch import StackCache, stack_view
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
-from reconciler.store import Store
+from reconciler.store import StateStore
 
 Clock = Callable[[], dt.datetime]
 
@@ -224,7 +224,7 @@ class Engine:
     def __init__(
         self,
         clients: aws.Clients,
-        store: Store,
+        store: StateStore,
         metrics: Metrics,
         policy: planner.Policy = planner.DEFAULT_POLICY,
         clock: Clock = utcnow,

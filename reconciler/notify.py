@@ -25,7 +25,7 @@ import structlog
 
 from reconciler import logs, model, settings
 from reconciler.metrics import Metrics
-from reconciler.store import Store
+from reconciler.store import StateStore
 
 SinkKind = Literal["json", "slack"]
 Clock = Callable[[], dt.datetime]
@@ -196,7 +196,7 @@ class Notifier:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         sinks: Sequence[Sink],
         metrics: Metrics | None = None,
         clock: Clock = _utcnow,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import pathlib
+import socket
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -88,6 +90,22 @@ class NotifySettings:
     one waits out its own backoff on top."""
 
 
+def _replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaSettings:
+    lock_table: str | None = None
+    """DynamoDB table (`[REGION:]NAME`) shared by replicas: the store and per-spec leases.
+    None: one replica, SQLite in the state dir (a second daemon on it refuses to start)."""
+    replica_id: str = dataclasses.field(default_factory=_replica_id)
+    """This replica's name in leases and status; hostname-pid is unique per process."""
+    lease_ttl: dt.timedelta = dt.timedelta(seconds=30)
+    """How long a lease lasts unrenewed: how long a dead replica's specs wait for another
+    one. Renewed every TTL/3; a holder stops acting TTL/3 before it would end."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     state_dir: pathlib.Path = pathlib.Path(".reconciler")
@@ -100,3 +118,4 @@ class Settings:
     scheduling: SchedulingSettings = SchedulingSettings()
     http: HttpSettings = HttpSettings()
     notify: NotifySettings = NotifySettings()
+    replicas: ReplicaSettings = ReplicaSettings()

@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 
 OnRequest = Callable[[str, str, str], None]
 Result = Literal["ok", "throttled", "error"]
-Service = Literal["cloudformation", "autoscaling", "ec2", "elb", "elbv2", "s3", "ssm", "sts"]
+Service = Literal[
+    "cloudformation", "autoscaling", "ec2", "elb", "elbv2", "s3", "ssm", "sts", "dynamodb"
+]
 
 SESSION_NAME = "reconciler"
 CONNECT_TIMEOUT = 5.0  # seconds; a slow connect is a network problem, fail and retry soon

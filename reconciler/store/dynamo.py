@@ -486,13 +486,16 @@ class DynamoStore:
 
     # --- writing ----------------------------------------------------------------------
 
-    def _transact(self, name: str, actions: list[dict[str, Any]]) -> bool:
+    def _transact(self, name: str, actions: list[dict[str, Any]], control: bool = False) -> bool:
         """Write `actions` atomically under this replica's fence for `name`.
 
         False when one of the actions' own conditions failed; `LeaseLost` when the fence did.
+        A `control` (a person's pause, approval, retry) from a replica that holds no lease
+        for the spec is written unfenced: it is an intent, not state derived from a stale
+        observation, and any replica's HTTP API must accept it. Held, it is fenced.
         """
         fence = self.lease.fence(name) if self.lease is not None else None
-        if self.lease is not None and fence is None:
+        if self.lease is not None and fence is None and not control:
             raise LeaseLost(
                 f"{name}: this replica ({self.lease.holder_id}) holds no lease for it; "
                 "nothing was written"
@@ -593,7 +596,7 @@ class DynamoStore:
     def _put(self, name: str, sk: str, fields: Mapping[str, str | int | None]) -> None:
         item = _encode(name, sk, fields)
         with self._lock:
-            self._transact(name, [{"Put": {"TableName": self.table, "Item": item}}])
+            self._transact(name, [{"Put": {"TableName": self.table, "Item": item}}], control=True)
 
     def pause(
         self, name: str, reason: str, at: dt.datetime, until: dt.datetime | None = None
@@ -610,7 +613,7 @@ class DynamoStore:
             }
         }
         with self._lock:
-            return self._transact(name, [delete])
+            return self._transact(name, [delete], control=True)
 
     def override_window(self, name: str, reason: str, at: dt.datetime, until: dt.datetime) -> None:
         """Let `name` start a rollout outside its windows until `until` (recorded)."""
@@ -633,7 +636,7 @@ class DynamoStore:
             }
         }
         with self._lock:
-            return self._transact(name, [update])
+            return self._transact(name, [update], control=True)
 
     # --- notification outbox ------------------------------------------------------------
     # Not fenced: entries belong to no spec's rollout state, and a replica that lost a

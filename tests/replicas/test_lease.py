@@ -101,8 +101,9 @@ def test_a_stale_holders_write_is_refused_and_changes_nothing(
     before = store_b.load("api")
     with pytest.raises(LeaseLost, match="no longer current"):
         store_a.apply("api", [model.FinishRollout("failed", AT, "stale")])
-    with pytest.raises(LeaseLost):
-        store_a.pause("api", "stale pause", AT)
+    assert a.fence("api") is None, "a refused write tells the lease it was lost"
+    with pytest.raises(LeaseLost, match="holds no lease"):
+        store_a.apply("api", [model.ClearFailure()])
     assert store_b.load("api") == before
     store_b.apply("api", [model.FinishRollout("succeeded", AT)])
     assert store_b.load("api").rollout is not None
@@ -114,3 +115,20 @@ def test_a_store_without_the_lease_refuses_to_write(
     a = lease(dynamodb, table, "a", clock)
     with pytest.raises(LeaseLost, match="holds no lease"):
         DynamoStore(dynamodb, table, a).apply("api", [model.ClearFailure()])
+
+
+def test_a_stale_holders_control_is_refused_but_a_non_holders_is_accepted(
+    dynamodb: Any, table: str, clock: FakeClock
+) -> None:
+    """A control from a replica that believes it holds an old fence fails; once it knows
+    it holds nothing, a person's pause through it is written (unfenced) like any replica's."""
+    a, b = lease(dynamodb, table, "a", clock), lease(dynamodb, table, "b", clock)
+    store_a = DynamoStore(dynamodb, table, a)
+    a.acquire("api")
+    clock.advance(TTL + 1)
+    b.acquire("api")
+    with pytest.raises(LeaseLost, match="no longer current"):
+        store_a.pause("api", "stale", AT)
+    store_a.pause("api", "incident 42", AT)
+    pause = DynamoStore(dynamodb, table, b).load("api").runtime_pause
+    assert pause is not None and pause.reason == "incident 42"
