@@ -44,6 +44,7 @@ LOCATION = f"s3://{BUCKET}/{NAME}"
 TOKEN = "e2e-token"
 SECRET = "e2e-webhook-secret"
 UPDATE_SECONDS = 0.5
+ACTIVE_INTERVAL = "1s"  # reconcile period during a rollout: four ticks make one, not 20 s
 POLL = 0.1  # seconds between looks at the daemon's status; cheap loopback calls
 
 SPEC = """\
@@ -288,6 +289,8 @@ class DaemonProcess:
             "json",
             "--poll-interval",
             "60s",
+            "--active-interval",
+            ACTIVE_INTERVAL,
             "--webhook-secret",
             SECRET,
             "--token",

@@ -37,6 +37,7 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 
 ROLLOUT_TIMEOUT = 45.0  # a rollout is about four 5 s ticks; generous for a loaded 2-core box
+STOP_LIMIT = 8.0  # seconds from SIGTERM to exit: a step in flight is a few AWS calls
 ORDER = ("InSync", "Migrating", "UpdatingApi", "Verifying", "InSync")
 
 
@@ -265,8 +266,9 @@ def test_sigterm_mid_rollout_exits_cleanly_and_a_new_daemon_finishes_the_rollout
     assert world.update_starts() == starts + 1
 
     stopped = time.monotonic()
-    assert first.terminate(timeout=10) == 0
-    assert time.monotonic() - stopped < 5
+    assert first.terminate(timeout=20) == 0
+    took = time.monotonic() - stopped
+    assert took < STOP_LIMIT, f"the daemon took {took:.1f}s to exit after SIGTERM"
 
     with _worker(world):
         third = start_daemon()
