@@ -9,10 +9,12 @@ Rules of this file:
   same points in the same order: a tracing run enumerates them, and each kill run dies at
   exactly the point it names (a step that does not die fails the run).
 - The killed step is a real subprocess killed by SIGKILL (crashpoints.py). The steps
-  before it and the recovery after it run `reconciler.cli.main(["apply", ...])` in this
-  process: each builds its store, git source and AWS clients afresh from the state dir, as
-  a restarted daemon does, at a tenth of a subprocess's cost. Recovery does not wait for
-  quiet: it restarts at once, as a supervisor would, and steps until converged.
+  before it and the recovery after it run `reconciler apply`'s own code in this process:
+  each builds its store, git source and AWS clients afresh from the state dir, as a
+  restarted daemon does, at a fraction of a subprocess's cost. Runs are independent, so
+  the sweep runs a few at once (threads; the subprocess is where the time goes).
+  Recovery does not wait for quiet: it restarts at once, as a supervisor would, and
+  steps until converged.
 - What a run checks is in `check_converged`: the rollout's outcome, and the way it got
   there (two stack updates, the switch after the migration's `succeeded`, phases in order).
 """
@@ -32,13 +34,16 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 from collections.abc import Iterator
 from typing import Any
 
 import botocore.loaders
 import botocore.session
+import structlog
+from prometheus_client import CollectorRegistry
 
-from reconciler import cli
+from reconciler import cli, logs
 from reconciler.embedded import Emulator, MigrationWorker
 from reconciler.store import Store
 from tests.integration.gitrepo import GitRepo
@@ -129,11 +134,14 @@ def stage(root: pathlib.Path) -> Iterator[Stage]:
     saved = {k: os.environ.get(k) for k in AWS_ENV}
     os.environ.update(AWS_ENV)
     try:
+        # The in-process steps' warnings (a stack busy after a crash) would drown the report.
+        logs.configure("json", "error", stream=typing.cast(typing.TextIO, _Discard()))
         with Emulator(update_seconds=UPDATE_SECONDS) as emulator, _shared_service_models():
             old, new = emulator.register_image("app-v1"), emulator.register_image("app-v2")
             emulator.ensure_bucket(BUCKET)
             yield Stage(emulator, old, new, root)
     finally:
+        structlog.reset_defaults()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -162,6 +170,22 @@ def _shared_service_models() -> Iterator[None]:
         yield
     finally:
         botocore.session.get_session = original
+
+
+def _requests(registry: CollectorRegistry) -> int:
+    return int(
+        sum(
+            sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "reconciler_aws_requests_total"
+        )
+    )
+
+
+class _Discard(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 def stack_parameters(image: str) -> dict[str, str]:
@@ -215,10 +239,18 @@ class World:
         ]
 
     def step_here(self) -> int:
-        """One `reconciler apply` in this process, from the state dir as a restart reads it."""
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-            return cli.main(self.args())
+        """One `reconciler apply` in this process, built from the state dir as a restarted
+        one is (cli._local: git source, store, clients, engine); the AWS requests it made.
+
+        Not `cli.main`: that prints, and runs go on in parallel threads."""
+        conf = cli.load_settings(cli.build_parser().parse_args(self.args()), {})
+        local = cli._local(conf)
+        try:
+            for _, loaded in sorted(local.specs.items()):
+                local.engine.step(loaded)
+        finally:
+            local.store.close()
+        return _requests(local.engine.metrics.registry)
 
     def step_process(self, crashpoint: str) -> subprocess.CompletedProcess[str]:
         """One `reconciler apply` subprocess with RECONCILER_CRASHPOINT set."""
@@ -342,23 +374,23 @@ def crash_and_resume(st: Stage, kill: KillPoint) -> Outcome:
             w.quiesce()
             w.step_here()
         w.quiesce()
-        requests = sum(st.emulator.requests().values())
         died = w.step_process(f"kill:{kill.point}#{kill.nth}")
         assert died.returncode == -signal.SIGKILL, (
             f"{kill}: the step was not killed (exit {died.returncode}): the enumeration "
             f"is not reproducible\n{died.stdout}\n{died.stderr}"
         )
-        steps, seconds = resume(w)
+        steps, seconds, requests = resume(w)
         check_converged(w)
-        return Outcome(kill, steps, seconds, sum(st.emulator.requests().values()) - requests)
+        return Outcome(kill, steps, seconds, requests)
 
 
-def resume(w: World) -> tuple[int, float]:
-    """Restart at once and step until converged; (steps, seconds) it took."""
+def resume(w: World) -> tuple[int, float, int]:
+    """Restart at once and step until converged; (steps, seconds, AWS requests) it took."""
     started = time.monotonic()
-    steps = 0
+    steps = requests = 0
     while True:
-        w.step_here()  # at least one: a restart in an already converged world must keep it
+        # At least one step: a restart in an already converged world must keep it so.
+        requests += w.step_here()
         steps += 1
         if w.converged():
             break
@@ -371,7 +403,7 @@ def resume(w: World) -> tuple[int, float]:
     before = len(w.update_starts())
     w.step_here()  # converged means settled: one more step changes nothing
     assert len(w.update_starts()) == before, "a step after convergence started an update"
-    return steps, seconds
+    return steps, seconds, requests
 
 
 def check_converged(w: World) -> None:
