@@ -91,7 +91,21 @@ COMMON: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ),
     ("replica-id", "replicas.replica_id", str, "this replica's name in leases (hostname-pid)"),
     ("lease-ttl", "replicas.lease_ttl", spec.parse_duration, "per-stack lease length (30s)"),
+    (
+        "verify-signatures",
+        "git.verify_signatures",
+        _boolean,
+        "deploy only commits signed by an allowed key (needs --gpg-home, --allowed-keys)",
+    ),
+    ("gpg-home", "git.gpg_home", pathlib.Path, "keyring (GNUPGHOME) with the allowed public keys"),
+    (
+        "allowed-keys",
+        "git.allowed_keys",
+        lambda text: tuple(k for k in text.replace(",", " ").split() if k),
+        "fingerprints of the keys allowed to sign deployed commits, comma-separated",
+    ),
 )
+SWITCHES = frozenset({"verify-signatures"})  # flags that need no value, like allow-*
 
 
 class UsageError(Exception):
@@ -135,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     for flag, _, _, help_text in COMMON:
-        is_switch = flag.startswith("allow-")
+        is_switch = flag.startswith("allow-") or flag in SWITCHES
         common.add_argument(
             f"--{flag}",
             nargs="?" if is_switch else None,
@@ -179,7 +193,17 @@ def load_settings(
                 raise UsageError(f"--{flag}: {exc}") from exc
     if conf.log_format not in ("json", "console", "auto"):
         raise UsageError("--log-format must be json, console or auto")
+    _check_signatures(conf.git)
     return _notify_sinks(conf, values.get("notify"))
+
+
+def _check_signatures(git: settings.GitSettings) -> None:
+    """--verify-signatures with no keyring or no key would trust nothing: a usage error."""
+    if git.verify_signatures:
+        try:
+            source.SignaturePolicy.of(git.gpg_home, git.allowed_keys)
+        except ValueError as exc:
+            raise UsageError(f"--verify-signatures: {exc}") from exc
 
 
 def _notify_sinks(conf: settings.Settings, raw: object) -> settings.Settings:
@@ -243,7 +267,13 @@ class Local:
 
 
 def _local(conf: settings.Settings) -> Local:
-    src = source.GitSource(conf.git.url, conf.git.branch, conf.git.path, conf.state_dir / "git")
+    src = source.GitSource(
+        conf.git.url,
+        conf.git.branch,
+        conf.git.path,
+        conf.state_dir / "git",
+        signatures=source.signature_policy(conf.git),
+    )
     cat = catalog.Catalog()
     cat.update(src.poll())
     store = Store.in_state_dir(conf.state_dir)

@@ -73,8 +73,13 @@ class Daemon:
             clients, self.store, self.metrics, policy, clock, listeners=[self.notifier.listener]
         )
         self.source = source.GitSource(
-            conf.git.url, conf.git.branch, conf.git.path, conf.state_dir / "git"
+            conf.git.url,
+            conf.git.branch,
+            conf.git.path,
+            conf.state_dir / "git",
+            signatures=source.signature_policy(conf.git),
         )
+        self._unverified: str | None = None  # the last untrusted-head refusal reported
         self.catalog = catalog.Catalog()
         self.scheduler = BackgroundScheduler(
             executors={
@@ -199,11 +204,19 @@ class Daemon:
             self.log.warning("git poll failed; reconciling the last good revision", error=str(exc))
             return
         self.metrics.git_fetch("ok", time.time())
+        self._report_unverified(snapshot.unverified)
         before = {n: s.revision for n, s in self.catalog.specs.items()}
         self.catalog.update(snapshot)
         self._git_read = True
         self._report_spec_errors()
         self._sync_jobs(before)
+
+    def _report_unverified(self, refusal: str | None) -> None:
+        """Once per refused head (each poll sees it again): a metric and an error line."""
+        if refusal is not None and refusal != self._unverified:
+            self.metrics.git_unverified()
+            self.log.error("untrusted commit not deployed", error=refusal)
+        self._unverified = refusal
 
     def _report_spec_errors(self) -> None:
         counts: dict[str, int] = {}

@@ -132,6 +132,11 @@ class Metrics:
             "reconciler_spec_errors", "Validation errors per spec file (files with none absent).",
             ["file"], registry=r,
         )  # fmt: skip
+        self.git_unverified_total = Counter(
+            "reconciler_git_unverified_commits_total",
+            "Branch heads not deployed: not signed by an allowed key (--verify-signatures).",
+            registry=r,
+        )  # fmt: skip
         self.aws_requests_total = Counter(
             "reconciler_aws_requests_total", "AWS API calls by service, operation and result.",
             ["service", "operation", "result"], registry=r,
@@ -241,6 +246,10 @@ class Metrics:
         self.git_fetch_total.labels(result).inc()
         if result == "ok":
             self.git_last_success.set(time.time() if at is None else at)
+
+    def git_unverified(self) -> None:
+        """Count a branch head refused for its signature."""
+        self.git_unverified_total.inc()
 
     def spec_errors(self, counts: Mapping[str, int]) -> None:
         """Replace the whole set of per-file error counts; files not given are removed."""

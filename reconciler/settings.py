@@ -30,6 +30,12 @@ class GitSettings:
     """Folder of spec files inside the repository."""
     poll_interval: dt.timedelta = dt.timedelta(seconds=30)
     """How often `ls-remote` asks whether the branch moved; the webhook makes it sooner."""
+    verify_signatures: bool = False
+    """Deploy only commits signed by one of `allowed_keys` (the branch head's signature)."""
+    gpg_home: pathlib.Path | None = None
+    """A keyring (GNUPGHOME) dedicated to checking commit signatures: the allowed public keys."""
+    allowed_keys: tuple[str, ...] = ()
+    """Full fingerprints of the keys whose signed commits may be deployed."""
 
     @property
     def url(self) -> str:

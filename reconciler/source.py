@@ -19,6 +19,10 @@ Rules of this file:
   usually the first older version is the one wanted. A removal ends a file's history (a file
   removed and added again is a new file, as it is for a running daemon), and versions the
   source would refuse at the head (symlink, submodule, too large) are skipped unread.
+- With a SignaturePolicy, only a commit signed by a pinned key (checked by git against a
+  dedicated keyring, GNUPGHOME) is read: an untrusted head is not deployed; the newest trusted
+  commit on its first-parent line is read instead (at most HISTORY_DEPTH back), and the
+  snapshot says why in `unverified`. Only the head's signature vouches for its tree.
 """
 
 from __future__ import annotations
@@ -32,8 +36,12 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from reconciler import crashpoints, spec
+
+if TYPE_CHECKING:
+    from reconciler.settings import GitSettings
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 _MODE_SYMLINK = "120000"
@@ -74,6 +82,61 @@ class Snapshot:
     # Versions of a path older than the one at `head`, newest first. It travels with the
     # snapshot so every reader of a poll (a fresh catalog in `apply` too) can fall back on them.
     older_versions: OlderVersions = dataclasses.field(default=no_history, compare=False, repr=False)
+    # Why the branch head was not read (not signed by an allowed key), None when it was.
+    unverified: str | None = None
+
+
+# `git log --format=%G?`: G good; U good, key validity unknown (trust comes from the pinned
+# fingerprint, not from the keyring's trust database, so U is as good as G here).
+_GOOD_SIGNATURES = frozenset({"G", "U"})
+_SIGNATURE_TROUBLE = {
+    "N": "no signature",
+    "B": "a bad signature",
+    "E": "a signature that cannot be checked (its key is not in the keyring)",
+    "X": "an expired signature",
+    "Y": "a signature by an expired key",
+    "R": "a signature by a revoked key",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SignaturePolicy:
+    """Which commits may be deployed: those signed by one of `fingerprints` (primary key or
+    signing subkey), verified against the public keys in the keyring at `gpg_home`."""
+
+    gpg_home: pathlib.Path
+    fingerprints: frozenset[str]
+
+    @classmethod
+    def of(cls, gpg_home: pathlib.Path | None, keys: Iterable[str]) -> SignaturePolicy:
+        fingerprints = frozenset(normalize_fingerprint(k) for k in keys)
+        if gpg_home is None or not fingerprints:
+            raise ValueError("verifying signatures needs a keyring and at least one key")
+        return cls(pathlib.Path(gpg_home).expanduser().resolve(), fingerprints)
+
+    def judge(self, log_line: str) -> str | None:
+        """None when `%G?%n%GF%n%GP` of a commit shows an allowed signer, else why not."""
+        status, signer, primary = ([*log_line.split("\n"), "", ""])[:3]
+        if status not in _GOOD_SIGNATURES:
+            return _SIGNATURE_TROUBLE.get(status, f"signature status {status!r}")
+        if {signer.upper(), primary.upper()} & self.fingerprints:
+            return None
+        return f"a signature by key {signer or primary}, which is not an allowed key"
+
+
+def signature_policy(git: GitSettings) -> SignaturePolicy | None:
+    """The policy the settings ask for; None when signatures are not verified."""
+    if not git.verify_signatures:
+        return None
+    return SignaturePolicy.of(git.gpg_home, git.allowed_keys)
+
+
+def normalize_fingerprint(key: str) -> str:
+    """A fingerprint as git prints it: 40 (or 64) hex digits, upper case, no spaces."""
+    compact = "".join(key.split()).upper().removeprefix("0X")
+    if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", compact):
+        raise ValueError(f"{key!r} is not a full key fingerprint (40 or 64 hex digits)")
+    return compact
 
 
 class GitError(Exception):
@@ -105,7 +168,13 @@ class GitSource:
     """One branch of one repository; `poll()` returns what `path` holds at the branch head."""
 
     def __init__(
-        self, url: str, branch: str, path: str, cache_dir: pathlib.Path, timeout: float = 60.0
+        self,
+        url: str,
+        branch: str,
+        path: str,
+        cache_dir: pathlib.Path,
+        timeout: float = 60.0,
+        signatures: SignaturePolicy | None = None,
     ) -> None:
         if not url or url.startswith("-"):
             raise ValueError(f"not a repository URL: {redact(url)!r}")
@@ -118,6 +187,8 @@ class GitSource:
         self.timeout = timeout
         self.fetch_count = 0  # fetches done by this object: lets callers (and tests) see cost
         self._last: Snapshot | None = None
+        self.signatures = signatures
+        self._seen: str | None = None  # the branch head of the last poll (may be untrusted)
         self._ready = False
         self._lock = threading.Lock()
 
@@ -129,7 +200,7 @@ class GitSource:
         """The specs at the branch head; raises GitError when the remote cannot be read."""
         with self._lock:
             head = self._remote_head()
-            if self._last is not None and self._last.head == head:
+            if self._last is not None and self._seen == head:
                 return dataclasses.replace(self._last, fetched=False)
             self._ensure_repo()
             fetched = False
@@ -140,9 +211,44 @@ class GitSource:
                 # Keep the commit referenced so gc never prunes what we read (a force-push
                 # back to an older commit needs no fetch).
                 self._git("update-ref", self.ref, head)
-            snapshot = self._read(head, fetched)
-            self._last = snapshot
+            trusted, unverified = self._trusted(head)
+            if self._last is not None and self._last.head == trusted:
+                snapshot = dataclasses.replace(self._last, fetched=fetched, unverified=unverified)
+            else:
+                snapshot = dataclasses.replace(self._read(trusted, fetched), unverified=unverified)
+            self._last, self._seen = snapshot, head
             return snapshot
+
+    # -- signatures -------------------------------------------------------------------------
+
+    def _trusted(self, head: str) -> tuple[str, str | None]:
+        """The commit to read for `head`, and why it is not `head` (None when it is)."""
+        if self.signatures is None:
+            return head, None
+        why = self._signature_problem(head)
+        if why is None:
+            return head, None
+        refusal = f"commit {head[:12]} on {self.branch} is not deployed: it has {why}"
+        line = self._git(
+            "rev-list", "--first-parent", "--skip=1", f"--max-count={HISTORY_DEPTH}", head, "--"
+        )
+        for sha in line.decode().split():
+            if self._signature_problem(sha) is None:
+                return sha, f"{refusal}; reading {sha[:12]}, the newest trusted commit"
+        raise GitError(f"{refusal}, and none of the {HISTORY_DEPTH} commits before it is trusted")
+
+    def _signature_problem(self, sha: str) -> str | None:
+        assert self.signatures is not None
+        out = self._git(
+            "-c",
+            "gpg.format=openpgp",
+            "log",
+            "-1",
+            "--format=%G?%n%GF%n%GP",
+            sha,
+            env={"GNUPGHOME": str(self.signatures.gpg_home)},
+        )
+        return self.signatures.judge(out.decode().strip())
 
     # -- remote -----------------------------------------------------------------------------
 
@@ -330,7 +436,9 @@ class GitSource:
 
     # -- git --------------------------------------------------------------------------------
 
-    def _git(self, *args: str, in_repo: bool = True, stdin: str = "") -> bytes:
+    def _git(
+        self, *args: str, in_repo: bool = True, stdin: str = "", env: dict[str, str] | None = None
+    ) -> bytes:
         """Run git (in the cache repository unless told); GitError, redacted, on failure."""
         argv = ["git"]
         if in_repo:
@@ -344,7 +452,7 @@ class GitSource:
                 input=stdin.encode(),
                 capture_output=True,
                 timeout=self.timeout,
-                env=_git_env(),
+                env={**_git_env(), **(env or {})},
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
