@@ -11,6 +11,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
@@ -80,6 +81,19 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+class _CurrentStderr(io.TextIOBase):
+    """sys.stderr as it is at each write."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def _renderer(fmt: Literal["json", "console", "auto"], stream: TextIO) -> Processor:
     on_terminal = stream.isatty()
     if fmt == "console" or (fmt == "auto" and on_terminal):
@@ -117,9 +131,10 @@ def configure(
 ) -> None:
     """Set up logging for the whole process; call once at start-up (tests may call again).
 
-    `stream` defaults to the sys.stderr of the moment of the call, not of import, so a
-    redirected stderr (pytest's capsys, contextlib.redirect_stderr) receives the lines."""
-    stream = stream if stream is not None else sys.stderr
+    `stream` defaults to whatever sys.stderr is at each write, not at import or at this
+    call, so a redirected stderr (pytest's capsys, contextlib.redirect_stderr) receives the
+    lines and one that was closed since is never written to."""
+    stream = stream if stream is not None else cast(TextIO, _CurrentStderr())
     renderer = _renderer(fmt, stream)
     threshold = _level(level)
     structlog.configure(
