@@ -40,7 +40,7 @@ from reconciler import (
 from reconciler.aws.ratelimit import parse_rate
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
-from reconciler.store import Store
+from reconciler.store import Store, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 TERMINAL = frozenset({Phase.IN_SYNC, Phase.FAILED, Phase.BLOCKED, Phase.PAUSED})
@@ -132,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except source.GitError as exc:
         print(f"reconciler: git: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except StoreError as exc:
+        # e.g. a second daemon on a state dir in use: one line, not a traceback.
+        print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

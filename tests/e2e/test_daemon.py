@@ -281,11 +281,6 @@ def test_sigterm_mid_rollout_exits_cleanly_and_a_new_daemon_finishes_the_rollout
     assert [(r["image"], r["result"]) for r in history] == [(world.new, "succeeded")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.main does not catch store.StateDirLocked: `reconciler run` on a locked state "
-    "dir dies with a Python traceback instead of a one-line `reconciler: ...` message",
-)
 def test_run_on_a_state_dir_in_use_says_so_in_one_line(tmp_path: pathlib.Path) -> None:
     """`reconciler run` on a state dir another process holds exits 1 with one line naming
     the state dir, as every other CLI error does, not a Python traceback."""
