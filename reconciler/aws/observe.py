@@ -92,6 +92,8 @@ def observe(
         api_desired_capacity=group["DesiredCapacity"],
         api_instances=_instances(clients, sp, group),
         migration_record=record,
+        api_group=group["AutoScalingGroupName"],
+        api_suspended=frozenset(p["ProcessName"] for p in group.get("SuspendedProcesses", [])),
     )
 
 
