@@ -54,6 +54,7 @@ def in_sync_on(image: str) -> Any:
 # --- throttling, 5xx, timeouts ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_rollout_under_30_percent_throttling_converges_with_one_update_per_phase(
     fault_world: FaultWorld,
 ) -> None:

@@ -112,6 +112,7 @@ def _signed(body: bytes, secret: str) -> dict[str, str]:
     return {"X-Hub-Signature-256": f"sha256={digest}", "X-GitHub-Event": "push"}
 
 
+@pytest.mark.slow
 def test_no_planted_secret_reaches_a_log_line_a_metric_an_error_body_or_the_cli(
     tmp_path: pathlib.Path, emulator: tuple[Emulator, str], daemons: list[Daemon]
 ) -> None:
