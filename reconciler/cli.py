@@ -276,7 +276,7 @@ def _local(conf: settings.Settings) -> Local:
         conf.git.branch,
         conf.git.path,
         conf.state_dir / "git",
-        signatures=source.signature_policy(conf.git),
+        signatures=conf.git.signature_policy(),
     )
     cat = catalog.Catalog()
     cat.update(src.poll())

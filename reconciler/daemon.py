@@ -77,7 +77,7 @@ class Daemon:
             conf.git.branch,
             conf.git.path,
             conf.state_dir / "git",
-            signatures=source.signature_policy(conf.git),
+            signatures=conf.git.signature_policy(),
         )
         self._unverified: str | None = None  # the last untrusted-head refusal reported
         self.catalog = catalog.Catalog()

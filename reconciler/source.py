@@ -36,12 +36,8 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from reconciler import crashpoints, spec
-
-if TYPE_CHECKING:
-    from reconciler.settings import GitSettings
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 _MODE_SYMLINK = "120000"
@@ -122,13 +118,6 @@ class SignaturePolicy:
         if {signer.upper(), primary.upper()} & self.fingerprints:
             return None
         return f"a signature by key {signer or primary}, which is not an allowed key"
-
-
-def signature_policy(git: GitSettings) -> SignaturePolicy | None:
-    """The policy the settings ask for; None when signatures are not verified."""
-    if not git.verify_signatures:
-        return None
-    return SignaturePolicy.of(git.gpg_home, git.allowed_keys)
 
 
 def normalize_fingerprint(key: str) -> str:

@@ -153,7 +153,7 @@ def test_the_options_come_from_flags_or_the_environment(tmp_path: pathlib.Path) 
         "RECONCILER_ALLOWED_KEYS": f"{fpr.lower()}, {'F' * 40}",
     }
     conf = cli.load_settings(cli.build_parser().parse_args(["validate"]), env)
-    policy = source.signature_policy(conf.git)
+    policy = conf.git.signature_policy()
     assert policy is not None
     assert policy.fingerprints == {fpr, "F" * 40} and policy.gpg_home == tmp_path.resolve()
 
