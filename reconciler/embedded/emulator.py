@@ -6,10 +6,13 @@ Rules of this file:
 - Clients reach it over HTTP only (`endpoint_url`), as the daemon reaches AWS; helpers here
   use boto3 the same way, except where a test must reach behind the API (`set_stack_status`).
 - Nothing here sleeps on a timer: waits poll a condition against a deadline.
+- IAM is enforced only after `enforce_iam()`, and only until `stop()`: moto's switch is a
+  module global, so stop() puts it back for whatever runs next in the process.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 import threading
@@ -20,7 +23,9 @@ from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
+from moto import settings as moto_settings
 from moto.cloudformation.models import cloudformation_backends
+from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import (
@@ -34,6 +39,11 @@ from reconciler.embedded import cfn, faults, wsgi
 
 TEMPLATE = "biglearn-stack.json"
 _CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+ADMIN_USER = "emulator-admin"  # the emulator's own identity once IAM is enforced
+_ALLOW_ALL = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
 _SETTLED_POLL = 0.02  # seconds between polls of a stack's status: cheap in-process calls
 
 
@@ -65,6 +75,8 @@ class Emulator:
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._app: wsgi.Middleware | None = None
+        self._credentials = dict(_CREDENTIALS)
+        self._auth_before: tuple[float, int] | None = None  # moto's switch before enforce_iam
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -98,6 +110,49 @@ class Emulator:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
         self._server = self._thread = None
+        if self._auth_before is not None:
+            moto_settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = (
+                self._auth_before
+            )
+            self._auth_before = None
+        with self._clients_lock:
+            self._credentials = dict(_CREDENTIALS)
+            self._clients.clear()
+
+    def enforce_iam(self) -> dict[str, str]:
+        """From now on every request is checked against its caller's IAM policies.
+
+        Call it after setup: the stacks, images, buckets and the users under test are made
+        with the default keys, which belong to no IAM user and are refused from now on. The
+        emulator's own clients (and so a MigrationWorker built after this call) switch to
+        the keys of `ADMIN_USER`, made here with every right, so only the callers under test
+        are limited. Returns those keys. moto checks the calls it answers; the WSGI layer
+        checks UpdateStack, CancelUpdateStack and ContinueUpdateRollback the same way.
+        """
+        iam = self.client("iam")
+        iam.create_user(UserName=ADMIN_USER)
+        iam.put_user_policy(
+            UserName=ADMIN_USER, PolicyName="all", PolicyDocument=json.dumps(_ALLOW_ALL)
+        )
+        key = iam.create_access_key(UserName=ADMIN_USER)["AccessKey"]
+        admin = {
+            "aws_access_key_id": str(key["AccessKeyId"]),
+            "aws_secret_access_key": str(key["SecretAccessKey"]),
+        }
+        with self._clients_lock:
+            self._credentials = admin
+            self._clients.clear()
+        # In-process, as moto's set_initial_no_auth_action_count does outside server mode:
+        # threshold 0 with the counter reset means "check from the next request on".
+        with self.updates.lock:
+            if self._auth_before is None:
+                self._auth_before = (
+                    moto_settings.INITIAL_NO_AUTH_ACTION_COUNT,
+                    ActionAuthenticatorMixin.request_count,
+                )
+            moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0.0
+            ActionAuthenticatorMixin.request_count = 0
+        return admin
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -151,7 +206,7 @@ class Emulator:
             region_name=self.region,
             endpoint_url=self.endpoint_url,
             config=config,
-            **_CREDENTIALS,
+            **self._credentials,
         )
 
     def register_image(self, name: str) -> str:

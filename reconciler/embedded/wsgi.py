@@ -4,7 +4,8 @@ Rules of this file:
 - The service and action of a request are read the way moto's dispatcher reads them (the
   SigV4 credential scope; the form's `Action` or the `X-Amz-Target` header), never guessed
   from the URL alone.
-- UpdateStack, CancelUpdateStack and ContinueUpdateRollback go to the update layer.
+- UpdateStack, CancelUpdateStack and ContinueUpdateRollback go to the update layer, after
+  the IAM check moto would have made (moto never sees them, so it cannot make it).
 - Errors are rendered in the protocol the client's SDK parses for that service, so boto3
   raises the same `ClientError` (code, message, HTTP status) that AWS would cause.
 - Every request runs under the update layer's lock and its body is read inside it: moto's
@@ -26,8 +27,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
+from moto.cloudformation.models import cloudformation_backends
+from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.core.request import Request
 from moto.iam.models import get_account_id_from
+from moto.utilities.utils import get_partition
+from werkzeug.exceptions import HTTPException
 
 from reconciler.embedded import cfn, faults
 
@@ -69,12 +75,13 @@ class Middleware:
             return _error(start_response, service, fault.status, fault.code, fault.message)
         with self._updates.lock:
             if service == "cloudformation" and action in _OURS:
-                return self._ours(start_response, action, access_key, region, body)
+                return self._ours(environ, start_response, action, access_key, region, body)
             # Materialize moto's answer while holding the lock: its iterable may be lazy.
             return [b"".join(self._app(environ, start_response))]
 
     def _ours(
         self,
+        environ: Environ,
         start_response: StartResponse,
         action: str,
         access_key: str,
@@ -84,6 +91,14 @@ class Middleware:
         """The CloudFormation calls the update layer answers instead of moto."""
         form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         account = _account(access_key)
+        try:
+            _Caller(environ, account, action, form, body).authorize(
+                _stack_arn(account, region, form.get("StackName", ""))
+            )
+        except HTTPException as exc:  # moto's SignatureDoesNotMatch, AccessDenied, ...
+            code = str(getattr(exc, "error_type", "AccessDenied"))
+            message = str(getattr(exc, "message", exc.description))
+            return _error(start_response, "cloudformation", exc.code or 403, code, message)
         result = ""
         try:
             if action == "UpdateStack":
@@ -101,6 +116,49 @@ class Middleware:
             f"</{action}Response>"
         )
         return _respond(start_response, 200, "text/xml", xml.encode())
+
+
+class _Caller(ActionAuthenticatorMixin):
+    """One of our CloudFormation requests, shaped as moto's `BaseResponse` is for its check.
+
+    moto authorises every call it answers through this mixin; reusing it keeps one rule for
+    all: the same switch (`INITIAL_NO_AUTH_ACTION_COUNT`, whose counter our calls advance as
+    moto's do), the same signature check and the same policy evaluation.
+    """
+
+    def __init__(
+        self, environ: Environ, account: str, action: str, form: dict[str, str], body: bytes
+    ) -> None:
+        request = Request(environ)  # moto's request class: its headers and raw_path
+        self.headers = request.headers
+        self.uri = request.url
+        self.raw_path = request.raw_path
+        self.method = request.method
+        self.current_account = account
+        self.data = form
+        self.raw_body = body
+        self._action = action
+
+    def _get_action(self) -> str:
+        return self._action
+
+    def authorize(self, resource: str) -> None:
+        """Raise moto's HTTPException (AccessDenied, ...) when enforcement is on and refuses."""
+        self._authenticate_and_authorize_normal_action(resource)
+
+
+def _stack_arn(account: str, region: str, name_or_id: str) -> str:
+    """The resource AWS authorises a stack operation on: the stack's ARN (its id in moto).
+
+    Unlike moto's own checks (resource `*`), this lets a policy's stack ARN pattern be tested.
+    An unknown stack is `stack/NAME/*`, so the update layer still answers "does not exist".
+    """
+    if name_or_id.startswith("arn:"):
+        return name_or_id
+    try:
+        return str(cloudformation_backends[account][region].get_stack(name_or_id).stack_id)
+    except Exception:  # moto raises its ValidationError for a missing stack
+        return f"arn:{get_partition(region)}:cloudformation:{region}:{account}:stack/{name_or_id}/*"
 
 
 def _read_body(environ: Environ) -> bytes:
@@ -170,7 +228,8 @@ def _error(
 def _respond(
     start_response: StartResponse, status: int, content_type: str, body: bytes
 ) -> Iterable[bytes]:
-    reason = {200: "OK", 400: "Bad Request", 500: "Internal Server Error"}.get(status, "Error")
+    reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error"}
+    reason = reasons.get(status, "Error")
     start_response(
         f"{status} {reason}",
         [("Content-Type", content_type), ("Content-Length", str(len(body)))],
