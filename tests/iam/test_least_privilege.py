@@ -364,6 +364,10 @@ def probes(w: World) -> dict[str, Callable[[Callable[[str], Any]], Any]]:
         "cloudformation:DescribeStackEvents": lambda c: c("cloudformation").describe_stack_events(
             StackName=STACK
         ),
+        "cloudformation:ListStackResources": lambda c: c("cloudformation").list_stack_resources(
+            StackName=STACK
+        ),
+        "s3:ListBucket": lambda c: c("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/"),
         "cloudformation:UpdateStack": lambda c: c("cloudformation").update_stack(
             StackName=STACK, UsePreviousTemplate=True, Parameters=keep
         ),
