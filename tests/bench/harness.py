@@ -54,6 +54,7 @@ def measure(n: int, mode: Mode, rate: str, peer_size: int) -> dict[str, Any]:
         try:
             row["first_sync_s"] = round(d.wait_in_sync(n, world.images[0], 60 + n), 1)
             row.update(steady(d, n, mode))
+            print(json.dumps({"partial": row}), flush=True)  # a long rollout may follow
             row.update(rollout(d, world, world.images[1]))
             row.update(latency(d, world))
             row["peak_rss_mb"] = round(d.peak_rss_mb(), 1)
