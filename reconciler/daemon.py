@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import random
 import signal
 import threading
@@ -81,6 +82,9 @@ class Daemon:
         )
         self._unverified: str | None = None  # the last untrusted-head refusal reported
         self.catalog = catalog.Catalog()
+        # A step still running when its next run comes up is skipped by design
+        # (max_instances=1); APScheduler warns each time, which floods logs at scale.
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(conf.scheduling.workers),
