@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit test-slow bench clean
+.PHONY: demo test lint typecheck unit test-slow bench bench-quick image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,19 @@ unit: $(STAMP)
 ## Long sweeps (crash points, scale); CI runs them as a separate step.
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
+
+## Benchmark, quick: N=10, no peers (about 40 s; its test also runs in `make test`).
+bench-quick: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+## Benchmark, full: N=10,100,1000 and the peers at N=10 (figures in docs/benchmarks.md).
+bench: $(STAMP) .bench/peers/bin/sceptre
+	$(BIN)/python -m tests.bench --full --json .bench/bench.json
+
+# The peers (the AWS CLI, sceptre) live in their own venv, never in the project's.
+.bench/peers/bin/sceptre:
+	$(PYTHON) -m venv .bench/peers
+	.bench/peers/bin/pip install -q awscli sceptre
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
