@@ -158,6 +158,9 @@ def test_templates_refuse_it_too_without_the_schema(tmp_path: pathlib.Path) -> N
     (chart / "values.schema.json").unlink()
     with pytest.raises(h.HelmError, match="replicaCount > 1 needs lockTable"):
         h.Chart.load(str(chart)).render({"replicaCount": 3}, name="r", namespace="r")
+    values = {"replicaCount": 3, "lockTable": "locks"}
+    with pytest.raises(h.HelmError, match=r"replicaCount > 1 needs persistence\.enabled=false"):
+        h.Chart.load(str(chart)).render(values, name="r", namespace="r")
 
 
 def test_more_than_one_replica_with_a_lock_table_renders() -> None:
@@ -165,6 +168,12 @@ def test_more_than_one_replica_with_a_lock_table_renders() -> None:
     objects = render(values)
     assert by_kind(objects, "Deployment")["spec"]["replicas"] == 2
     assert by_kind(objects, "ConfigMap")["data"]["RECONCILER_LOCK_TABLE"] == "reconciler-lock"
+
+
+def test_more_than_one_replica_cannot_share_the_state_volume() -> None:
+    h = helm()
+    with pytest.raises(h.HelmError, match="persistence"):
+        render({"replicaCount": 2, "lockTable": "us-east-1:reconciler-lock"})
 
 
 def test_one_replica_needs_no_lock_table() -> None:

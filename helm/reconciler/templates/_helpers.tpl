@@ -49,7 +49,7 @@ app.kubernetes.io/part-of: reconciler
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.lockTable) -}}
 {{- fail "replicaCount > 1 needs lockTable: without a lock table two daemons would roll out the same stacks" -}}
 {{- end -}}
-{{- if and (gt (int .Values.replicaCount) 1) .Values.persistence.enabled (not .Values.persistence.existingClaim) (has "ReadWriteOnce" .Values.persistence.accessModes) -}}
-{{- fail "replicaCount > 1 cannot share one ReadWriteOnce state volume: set persistence.enabled=false (each replica rebuilds its state from git and AWS) or use ReadWriteMany" -}}
+{{- if and (gt (int .Values.replicaCount) 1) .Values.persistence.enabled -}}
+{{- fail "replicaCount > 1 needs persistence.enabled=false: each replica needs a state dir of its own (its git clone; the shared store is the lock table), and a second daemon on the same state dir refuses to start" -}}
 {{- end -}}
 {{- end -}}
