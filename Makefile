@@ -47,5 +47,9 @@ bench: $(STAMP) .bench/peers/bin/sceptre
 	$(PYTHON) -m venv .bench/peers
 	.bench/peers/bin/pip install -q awscli sceptre
 
+## Build the Dockerfile without Docker (buildah + a debootstrap base; root) and run the demo in it.
+image:
+	.ci/image
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
