@@ -6,7 +6,8 @@ Rules of this file (docs/decisions/0006-api-budget.md):
   serves each stack's entry from that listing.
 - It is worth it only when the account holds few stacks besides the managed ones: a listing
   that takes more pages than there are managed stacks turns batching off for that account
-  for a while (the engine then reads stacks one by one, as before).
+  for a while (the engine then reads stacks one by one, as before), unless more stacks are
+  managed by then than that listing had pages.
 - What it serves is at most `max_age` old, so the engine uses it only to decide that
   nothing needs doing; any step that may send an update or verify reads the stack afresh.
 - `None` means "not served here, read it yourself" (not batched, or not in the listing).
@@ -61,7 +62,10 @@ class StackCache:
         listing = self._listing(key)
         with listing.lock:  # one thread lists; the others wait for its answer
             now = self._clock()
-            if now < listing.off_until:
+            # Off only while the last listing's pages still outnumber the managed stacks:
+            # at start the specs are counted while the first steps run, so the first listing
+            # may be judged against a handful of them; that must not stop batching for 1000.
+            if now < listing.off_until and listing.pages > managed:
                 return None
             if now - listing.at > max_age.total_seconds():
                 self._refresh(key, listing)
