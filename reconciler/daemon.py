@@ -240,8 +240,11 @@ class Daemon:
         specs = self.catalog.specs
         for name in set(before) - set(specs):
             self._remove_job(name)
-        for name, loaded in specs.items():
+        # Every spec is known before any job runs, so the first steps see the whole set
+        # (the batched listing weighs its pages against the number of managed stacks).
+        for loaded in specs.values():
             self.engine.track(loaded)
+        for name, loaded in specs.items():
             if name not in before:
                 self._add_job(name)
             elif before[name] != loaded.revision:
