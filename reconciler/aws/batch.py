@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from reconciler import model
 from reconciler.aws.clients import Clients
+from reconciler.aws.observe import parameters as live_parameters
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation.type_defs import StackTypeDef
@@ -108,11 +109,7 @@ def stack_view(stack: StackTypeDef) -> model.StackView:
     updated = stack.get("LastUpdatedTime")
     return model.StackView(
         status=stack["StackStatus"],
-        parameters={
-            p["ParameterKey"]: p.get("ParameterValue", "")
-            for p in stack.get("Parameters", [])
-            if "ParameterKey" in p
-        },
+        parameters=live_parameters(stack),
         last_updated=updated.astimezone(dt.UTC) if updated is not None else None,
         status_reason=stack.get("StackStatusReason"),
     )

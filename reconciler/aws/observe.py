@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from reconciler import model, spec
+from reconciler import model, planner, spec
 from reconciler.aws import records
 from reconciler.aws.clients import Clients
 
@@ -39,15 +39,7 @@ log = logging.getLogger(__name__)
 
 OnWarning = Callable[[str], None]
 
-STABLE = frozenset(
-    {
-        "CREATE_COMPLETE",
-        "UPDATE_COMPLETE",
-        "UPDATE_ROLLBACK_COMPLETE",
-        "IMPORT_COMPLETE",
-        "IMPORT_ROLLBACK_COMPLETE",
-    }
-)
+STABLE = planner.STABLE  # one definition of "settled": the planner's
 # Statuses whose "why" a person or the failure record needs; only these may cost the events.
 ROLLED_BACK = frozenset(
     {"UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED"}
@@ -111,17 +103,23 @@ def _describe_stack(cfn: CloudFormationClient, name: str) -> StackTypeDef | None
     return stacks[0] if stacks else None
 
 
+def parameters(stack: StackTypeDef) -> dict[str, str]:
+    """Every template parameter with its live value.
+
+    A failed update in moto can leave a parameter without a value: "" keeps the key
+    visible (every template parameter is listed) without inventing a value."""
+    return {
+        p["ParameterKey"]: p.get("ParameterValue", "")
+        for p in stack.get("Parameters", [])
+        if "ParameterKey" in p
+    }
+
+
 def _stack_view(cfn: CloudFormationClient, stack: StackTypeDef) -> model.StackView:
     events = _Events(cfn, stack["StackId"])
     return model.StackView(
         status=stack["StackStatus"],
-        # A failed update in moto can leave a parameter without a value: "" keeps the
-        # key visible (every template parameter is listed) without inventing a value.
-        parameters={
-            p["ParameterKey"]: p.get("ParameterValue", "")
-            for p in stack.get("Parameters", [])
-            if "ParameterKey" in p
-        },
+        parameters=parameters(stack),
         last_updated=_last_updated(stack, events),
         status_reason=_status_reason(stack, events),
     )
