@@ -241,6 +241,12 @@ class MarkRollout:
     scaling_suspended_at: dt.datetime | None = None
 
 
+# The timestamps MarkRollout may set, in the order a rollout reaches them.
+MARK_TIMES: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(MarkRollout) if f.name.endswith("_at")
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class FinishRollout:
     result: RolloutResult

@@ -50,14 +50,7 @@ ROLLOUT = "rollout#"
 _SINGLES = ("approval", "failure", "override", "owned", "pause", "pending")  # all < ROLLOUT
 # Kinds that make a spec appear in `names()`, as the SQLite store's tables do.
 _NAMED_KINDS = ("rollout", "pending", "failure", "approval", "pause")
-_MARK_FIELDS = (
-    "phase1_started_at",
-    "migrated_at",
-    "approved_at",
-    "switch_started_at",
-    "switched_at",
-    "scaling_suspended_at",
-)
+_MARK_FIELDS = model.MARK_TIMES
 
 
 class LeaseLost(StoreError):

@@ -131,14 +131,7 @@ _ROLLOUT_COLUMNS = (
     "approved_at, switch_started_at, switched_at, finished_at, result, reason, "
     "scaling_suspended_at, scaling_resumed_at"
 )
-_MARK_FIELDS = (
-    "phase1_started_at",
-    "migrated_at",
-    "approved_at",
-    "switch_started_at",
-    "switched_at",
-    "scaling_suspended_at",
-)
+_MARK_FIELDS = model.MARK_TIMES
 
 
 class StoreError(Exception):
