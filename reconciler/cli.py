@@ -26,13 +26,12 @@ import yaml
 
 from reconciler import (
     __version__,
-    aws,
+    assemble,
     catalog,
     engine,
     logs,
     model,
     notify,
-    planner,
     settings,
     source,
     spec,
@@ -271,26 +270,12 @@ class Local:
 
 
 def _local(conf: settings.Settings) -> Local:
-    src = source.GitSource(
-        conf.git.url,
-        conf.git.branch,
-        conf.git.path,
-        conf.state_dir / "git",
-        signatures=conf.git.signature_policy(),
-    )
     cat = catalog.Catalog()
-    cat.update(src.poll())
+    cat.update(assemble.git_source(conf).poll())
     store = Store.in_state_dir(conf.state_dir)
     metrics = Metrics()
-    clients = aws.Clients(
-        conf.aws.endpoint_url,
-        metrics.aws_request,
-        conf.aws.max_attempts,
-        conf.aws.rate,
-        conf.aws.burst,
-    )
-    policy = planner.Policy(conf.scheduling.backoff_base, conf.scheduling.backoff_cap)
-    eng = engine.Engine(clients, store, metrics, policy)
+    clients = assemble.clients(conf, metrics.aws_request)
+    eng = engine.Engine(clients, store, metrics, assemble.policy(conf))
     return Local(cat.specs, cat.errors, eng, store)
 
 

@@ -25,7 +25,7 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from reconciler import aws, catalog, engine, http, notify, planner, replicas, settings, source, spec
+from reconciler import assemble, catalog, engine, http, notify, replicas, settings, source, spec
 from reconciler.metrics import Metrics
 from reconciler.store import Store
 
@@ -55,17 +55,11 @@ class Daemon:
         self.metrics = Metrics()
         conf.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = Store.lock_state_dir(conf.state_dir)
-        clients = aws.Clients(
-            conf.aws.endpoint_url,
-            self.metrics.aws_request,
-            conf.aws.max_attempts,
-            conf.aws.rate,
-            conf.aws.burst,
-        )
+        clients = assemble.clients(conf, self.metrics.aws_request)
         # SQLite in the state dir, or the shared DynamoDB table and its per-spec leases.
         self.replicas = replicas.Replicas(conf, clients)
         self.store = self.replicas.store
-        policy = planner.Policy(conf.scheduling.backoff_base, conf.scheduling.backoff_cap)
+        policy = assemble.policy(conf)
         # The listener only queues in the store; the notify job sends, on its own thread.
         self.notifier = notify.Notifier(
             self.store, notify.configured(conf.notify), self.metrics, clock
@@ -73,13 +67,7 @@ class Daemon:
         self.engine = engine.Engine(
             clients, self.store, self.metrics, policy, clock, listeners=[self.notifier.listener]
         )
-        self.source = source.GitSource(
-            conf.git.url,
-            conf.git.branch,
-            conf.git.path,
-            conf.state_dir / "git",
-            signatures=conf.git.signature_policy(),
-        )
+        self.source = assemble.git_source(conf)
         self._unverified: str | None = None  # the last untrusted-head refusal reported
         self.catalog = catalog.Catalog()
         # A step still running when its next run comes up is skipped by design

@@ -15,8 +15,6 @@ import pathlib
 import socket
 from typing import TYPE_CHECKING
 
-from reconciler import source
-
 if TYPE_CHECKING:
     # Only for annotations: settings stays free of runtime imports of the rest.
     from reconciler.notify import Sink
@@ -46,12 +44,6 @@ class GitSettings:
         if "://" in self.repo or self.repo.startswith("git@"):
             return self.repo
         return str(pathlib.Path(self.repo).resolve())
-
-    def signature_policy(self) -> source.SignaturePolicy | None:
-        """The policy these settings ask for; None when signatures are not verified."""
-        if not self.verify_signatures:
-            return None
-        return source.SignaturePolicy.of(self.gpg_home, self.allowed_keys)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from reconciler import cli, daemon, source
+from reconciler import assemble, cli, daemon, source
 from reconciler.embedded import Emulator
 from tests.faults.daemonkit import (
     DaemonWorld,
@@ -153,7 +153,7 @@ def test_the_options_come_from_flags_or_the_environment(tmp_path: pathlib.Path) 
         "RECONCILER_ALLOWED_KEYS": f"{fpr.lower()}, {'F' * 40}",
     }
     conf = cli.load_settings(cli.build_parser().parse_args(["validate"]), env)
-    policy = conf.git.signature_policy()
+    policy = assemble.signature_policy(conf.git)
     assert policy is not None
     assert policy.fingerprints == {fpr, "F" * 40} and policy.gpg_home == tmp_path.resolve()
 
