@@ -204,23 +204,9 @@ class Lease:
         if held is None:
             return False
         now = self.clock()
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=_key(name, LEASE),
-                UpdateExpression="SET expires_at = :exp",
-                # The fence, not the expiry: a lapsed lease nobody took is still ours to
-                # renew, since any takeover would have moved the fence.
-                ConditionExpression="holder = :me AND fence = :f",
-                ExpressionAttributeValues={
-                    ":me": _s(self.holder_id),
-                    ":f": _n(held.fence),
-                    ":exp": _n(now + self.ttl),
-                },
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        # The fence, not the expiry: a lapsed lease nobody took is still ours to renew,
+        # since any takeover would have moved the fence.
+        if not self._set_expiry(name, held.fence, now + self.ttl):
             self.forget(name)
             return False
         with self._lock:
@@ -234,21 +220,27 @@ class Lease:
         self.forget(name)
         if held is None:
             return
+        self._set_expiry(name, held.fence, 0)  # False: taken over, nothing of ours to release
+
+    def _set_expiry(self, name: str, fence: int, expires_at: float) -> bool:
+        """Move our lease's expiry; False when the lease is no longer ours (fence moved)."""
         try:
             self.client.update_item(
                 TableName=self.table,
                 Key=_key(name, LEASE),
-                UpdateExpression="SET expires_at = :zero",
+                UpdateExpression="SET expires_at = :exp",
                 ConditionExpression="holder = :me AND fence = :f",
                 ExpressionAttributeValues={
                     ":me": _s(self.holder_id),
-                    ":f": _n(held.fence),
-                    ":zero": _n(0),
+                    ":f": _n(fence),
+                    ":exp": _n(expires_at),
                 },
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise  # already taken over: nothing of ours to release
+                raise
+            return False
+        return True
 
     def forget(self, name: str) -> None:
         """Drop what we know of a lease locally (it was lost)."""
