@@ -22,7 +22,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reconciler import aws, catalog, model, planner, spec
-from reconciler.aws.batch import StackCache, stack_view
+from reconciler.aws.fleet import Fleet
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
 from reconciler.store import StateStore
@@ -229,6 +229,7 @@ class Engine:
         policy: planner.Policy = planner.DEFAULT_POLICY,
         clock: Clock = utcnow,
         listeners: Sequence[Listener] = (),
+        fresh: dt.timedelta = dt.timedelta(seconds=1),
     ) -> None:
         self.clients = clients
         self.store = store
@@ -237,7 +238,9 @@ class Engine:
         self.clock = clock
         self._lock = threading.Lock()
         self._status: dict[str, StackStatus] = {}
-        self.stacks = StackCache(clients)  # one paged DescribeStacks serves many idle steps
+        # Shared reads: one listing per account serves every spec that steps in one tick.
+        self.fleet = Fleet(clients)
+        self.fresh = fresh  # how old a shared read a step may act on: one tick
         self._accounts: dict[tuple[str, str | None], int] | None = None  # managed per account
         self._log = structlog.get_logger("reconciler.engine")
         self.listeners = list(listeners)
@@ -323,40 +326,69 @@ class Engine:
     def _look(
         self, status: StackStatus, loaded: catalog.LoadedSpec
     ) -> tuple[model.Observed, model.Memory, model.Decision, dt.datetime]:
-        """Observe and plan: from the batched listing when that shows nothing to do, else
-        from a full, fresh observation (the planner never acts on a listing's data)."""
+        """Observe and plan, in three widening circles:
+        1. the idle listing (up to one interval old), when it shows nothing to do;
+        2. the fleet's shared reads, at most one tick old and newer than our last update
+           to this stack, plus what the planner asks for (Decision.needs);
+        3. this stack read alone, where shared reads cannot serve it."""
+        sp = loaded.deployment.spec
         memory = self.store.load(status.name)
-        cheap = self._observe_cheaply(loaded.deployment.spec, memory)
+        cheap = self._observe_cheaply(sp, memory)
         if cheap is not None:
-            now = self.clock()
-            decision = planner.plan(
-                loaded.deployment, loaded.revision, cheap, memory, now, self.policy
-            )
+            decision, now = self._plan(loaded, cheap, memory)
             if _settled_cheaply(decision):
                 return cheap, memory, decision, now
-        observed = self._observe(loaded.deployment.spec)
-        now = self.clock()
+        observed = self._with_upstream(
+            sp, self.fleet.observe(sp, sp.image, self.fresh, self._managed(sp))
+        ) or self._observe(sp)
         memory = self.store.load(status.name)
+        decision, now = self._plan(loaded, observed, memory)
+        if decision.needs:
+            observed = self._fill(sp, observed, decision.needs)
+            decision, now = self._plan(loaded, observed, memory)
+        if decision.needs:  # cannot happen with a full observation; never act on it
+            decision = model.Decision(decision.phase, decision.message, requeue="active")
+        return observed, memory, decision, now
+
+    def _plan(
+        self, loaded: catalog.LoadedSpec, observed: model.Observed, memory: model.Memory
+    ) -> tuple[model.Decision, dt.datetime]:
+        now = self.clock()
         decision = planner.plan(
             loaded.deployment, loaded.revision, observed, memory, now, self.policy
         )
-        return observed, memory, decision, now
+        return decision, now
+
+    def _fill(
+        self, sp: spec.Spec, observed: model.Observed, needs: frozenset[model.Need]
+    ) -> model.Observed:
+        """What the planner asked for: instance health from one per-stack read, or
+        anything else (the stack's events) from this stack's own full observation."""
+        if needs == {"health"}:
+            filled = self.fleet.with_health(sp, observed, self.fresh)
+            if filled is not None:
+                return filled
+        return self._observe(sp)
 
     def _observe_cheaply(self, sp: spec.Spec, memory: model.Memory) -> model.Observed | None:
         """The stack from the account's listing, when no rollout or update of ours is open
         and the stack runs the desired image; None when a full observation is needed."""
         if memory.pending is not None or (memory.rollout is not None and memory.rollout.active):
             return None
-        listed = self.stacks.lookup(_account(sp), sp.stack_name, sp.interval, self._managed(sp))
-        if listed is None:
+        view = self.fleet.listed(sp, sp.interval, self._managed(sp))
+        if view is None:
             return None
-        view = stack_view(listed)
         if view.parameters.get(sp.parameter_names.api_image) != sp.image:
             return None  # a rollout is due: it needs the groups and the record
-        observed = model.Observed(stack=view)
-        if sp.promotion is not None:
-            observed = dataclasses.replace(observed, upstream=self._upstream(sp.promotion.after))
-        return observed
+        self.fleet.warm(sp)  # once per stack: a rollout then finds its groups in shared reads
+        return self._with_upstream(sp, model.Observed(stack=view))
+
+    def _with_upstream(
+        self, sp: spec.Spec, observed: model.Observed | None
+    ) -> model.Observed | None:
+        if observed is None or sp.promotion is None:
+            return observed
+        return dataclasses.replace(observed, upstream=self._upstream(sp.promotion.after))
 
     def _managed(self, sp: spec.Spec) -> int:
         with self._lock:
@@ -369,10 +401,9 @@ class Engine:
             return self._accounts.get(_account(sp), 0)
 
     def _observe(self, sp: spec.Spec) -> model.Observed:
-        observed = aws.observe(self.clients, sp, sp.image)
-        if sp.promotion is None:
-            return observed
-        return dataclasses.replace(observed, upstream=self._upstream(sp.promotion.after))
+        observed = self._with_upstream(sp, aws.observe(self.clients, sp, sp.image))
+        assert observed is not None
+        return observed
 
     def _upstream(self, name: str) -> model.Upstream | None:
         """The spec a promotion follows, from its last step and its rollout history."""
@@ -393,6 +424,7 @@ class Engine:
         the planner asks again until it observes the processes as it wants them."""
         try:
             aws.set_scaling(self.clients, loaded.deployment.spec, change)
+            self.fleet.touched(loaded.deployment.spec)
         except (ClientError, BotoCoreError) as exc:
             return f"AWS: {change.action} scaling processes: {exc}"
         return None
@@ -409,16 +441,17 @@ class Engine:
         try:
             sent = aws.send_update(self.clients, loaded.deployment.spec, decision.update)
         except aws.UpdateRefused as exc:
+            self.fleet.touched(loaded.deployment.spec)  # refused, but it may have been busy
             self.metrics.stack_update(name, kind, "error")
             return None, self._refused(loaded, decision, exc, now), str(exc)
         except (ClientError, BotoCoreError) as exc:
             # Throttled past retries or the endpoint is down: the pending record stays and
             # the next step finds the update either applied or never sent.
+            self.fleet.touched(loaded.deployment.spec)
             self.metrics.stack_update(name, kind, "error")
             return None, decision, f"AWS: {exc}"
         self.metrics.stack_update(name, kind, "noop" if sent == "noop" else "ok")
-        sp = loaded.deployment.spec
-        self.stacks.forget(_account(sp), sp.stack_name)  # the listing no longer shows it
+        self.fleet.touched(loaded.deployment.spec)  # reads from before now no longer serve it
         return sent, decision, None
 
     def _refused(

@@ -108,6 +108,10 @@ class Observed:
     api_group: str | None = None  # the API group's physical name, when observed
     api_suspended: frozenset[str] | None = None  # its suspended scaling processes
     upstream: Upstream | None = None  # with spec.promotion: the spec it follows
+    # Read from the fleet's shared listings: no stack events (last_updated may be missing
+    # where AWS gives none) and no load-balancer health (api_instances is None). A rule
+    # that needs either says so in Decision.needs instead of guessing.
+    partial: bool = False
 
 
 # --- remembered -----------------------------------------------------------------------
@@ -313,6 +317,9 @@ Effect = (
 )
 
 Requeue = Literal["idle", "active", "retry"]
+# What a partial observation lacks and a rule may ask for: the stack's events (when it was
+# last updated), the API instances with their load-balancer health.
+Need = Literal["events", "health"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,6 +339,9 @@ class Decision:
     effects: tuple[Effect, ...] = ()
     requeue: Requeue = "idle"  # idle: spec interval; active: soon; retry: at failure.next_retry_at
     scaling: ScalingChange | None = None
+    # Non-empty: the rules could not decide from a partial observation; the engine reads
+    # these, plans again, and never acts on (or stores) this decision.
+    needs: frozenset[Need] = frozenset()
 
 
 # --- told ---------------------------------------------------------------------------

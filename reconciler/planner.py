@@ -350,6 +350,8 @@ def _rollout(ctx: Context) -> model.Decision:
     if rollout is None:
         # Phase 1 is live but we hold no record of it (the store was lost, or a person
         # ran it): adopt it, counting records from the stack's last update.
+        if ctx.observed.partial and ctx.stack.last_updated is None:
+            return _needs(ctx, "events", Phase.MIGRATING, "reading when phase 1 started")
         since = ctx.stack.last_updated or ctx.now
         start = _start_rollout(ctx, phase1_started_at=since)
         return _with_effects(_decide_rest(ctx, settled=(start,)), (start,))
@@ -567,6 +569,8 @@ def _converge(ctx: Context) -> model.Decision:
 
 def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
     instances = ctx.observed.api_instances
+    if instances is None and ctx.observed.partial:
+        return _needs(ctx, "health", Phase.VERIFYING, "reading the API instances' health")
     want = int(ctx.api_capacity())
     if instances is not None:
         live = [i for i in instances if i.lifecycle not in ("Terminating", "Terminated")]
@@ -731,8 +735,13 @@ def client_request_token(
     return f"reconciler-{step}-{image}-{digest[:20]}"[:128]
 
 
+def _needs(ctx: Context, need: model.Need, phase: Phase, message: str) -> model.Decision:
+    """No decision yet: a partial observation lacks what this rule reads (see Observed)."""
+    return model.Decision(phase, message, requeue="active", needs=frozenset({need}))
+
+
 def _with_effects(decision: model.Decision, effects: tuple[model.Effect, ...]) -> model.Decision:
-    if not effects:
+    if not effects or decision.needs:
         return decision
     return dataclasses.replace(decision, effects=(*effects, *decision.effects))
 

@@ -8,8 +8,10 @@ Rules of this file (docs/decisions/0006-api-budget.md):
   that takes more pages than there are managed stacks turns batching off for that account
   for a while (the engine then reads stacks one by one, as before), unless more stacks are
   managed by then than that listing had pages.
-- What it serves is at most `max_age` old, so the engine uses it only to decide that
-  nothing needs doing; any step that may send an update or verify reads the stack afresh.
+- What it serves is at most `max_age` old, and begun after `not_before` when given (the
+  fleet view passes the time of the daemon's own last update to that stack, so a step never
+  sees a stack as it was before our update). Idle steps ask for one interval's age; steps
+  that may act ask for one tick's age (reconciler/aws/fleet.py).
 - `None` means "not served here, read it yourself" (not batched, or not in the listing).
 """
 
@@ -39,7 +41,8 @@ OFF_FOR = 10  # listings skipped (in units of max_age) once batching did not pay
 class _Listing:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     stacks: dict[str, StackTypeDef] = dataclasses.field(default_factory=dict)
-    at: float = float("-inf")  # monotonic time of the last listing
+    at: float = float("-inf")  # monotonic time the last listing ended
+    started: float = float("-inf")  # ... and began: it shows every change made before this
     off_until: float = float("-inf")  # batching not worth it before this time
     pages: int = 0
 
@@ -55,9 +58,15 @@ class StackCache:
         self.listings = 0  # how many listings were made; tests and the benchmark read it
 
     def lookup(
-        self, key: Key, stack_name: str, max_age: dt.timedelta, managed: int
+        self,
+        key: Key,
+        stack_name: str,
+        max_age: dt.timedelta,
+        managed: int,
+        not_before: float = float("-inf"),
     ) -> StackTypeDef | None:
-        """The stack from a listing at most `max_age` old; None to read it by name instead."""
+        """The stack from a listing at most `max_age` old and begun after `not_before`
+        (monotonic); None to read it by name instead."""
         if managed < BATCH_MIN:
             return None
         listing = self._listing(key)
@@ -68,21 +77,12 @@ class StackCache:
             # may be judged against a handful of them; that must not stop batching for 1000.
             if now < listing.off_until and listing.pages > managed:
                 return None
-            if now - listing.at > max_age.total_seconds():
+            if now - listing.at > max_age.total_seconds() or listing.started < not_before:
                 self._refresh(key, listing)
                 if listing.pages > managed:
                     listing.off_until = now + OFF_FOR * max_age.total_seconds()
                     return None
             return listing.stacks.get(stack_name)
-
-    def forget(self, key: Key, stack_name: str) -> None:
-        """Drop one stack's entry (we just updated it): it is read by name until next listing."""
-        listing = self._listing(key)
-        with listing.lock:
-            stack = listing.stacks.pop(stack_name, None)
-            if stack is not None:
-                listing.stacks.pop(stack["StackName"], None)
-                listing.stacks.pop(stack["StackId"], None)
 
     def _listing(self, key: Key) -> _Listing:
         with self._lock:
@@ -91,6 +91,7 @@ class StackCache:
     def _refresh(self, key: Key, listing: _Listing) -> None:
         region, role = key
         cfn = self._clients.cloudformation(region, role)
+        started = self._clock()
         stacks: dict[str, StackTypeDef] = {}
         pages = 0
         for page in cfn.get_paginator("describe_stacks").paginate():
@@ -99,7 +100,8 @@ class StackCache:
                 # A spec may name its stack by name or by id: serve both.
                 stacks[stack["StackName"]] = stack
                 stacks[stack["StackId"]] = stack
-        listing.stacks, listing.pages, listing.at = stacks, pages, self._clock()
+        listing.stacks, listing.pages = stacks, pages
+        listing.started, listing.at = started, self._clock()
         self.listings += 1
 
 

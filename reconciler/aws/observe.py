@@ -31,7 +31,7 @@ from reconciler.aws import records
 from reconciler.aws.clients import Clients
 
 if TYPE_CHECKING:
-    from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef
+    from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef, InstanceTypeDef
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_cloudformation.type_defs import StackEventTypeDef, StackTypeDef
 
@@ -70,7 +70,7 @@ def observe(
     if view.status not in STABLE:
         return model.Observed(stack=view, migration_record=record)
     groups = _group_names(cfn, sp)
-    if isinstance(groups, _Problem):
+    if isinstance(groups, Problem):
         return model.Observed(stack=view, migration_record=record, problem=groups.message)
     group = _describe_group(clients, sp, groups)
     if group is None:
@@ -185,14 +185,24 @@ def _utc(value: dt.datetime) -> dt.datetime:
 # --- the groups -----------------------------------------------------------------------
 
 
-class _Problem:
+class Problem:
+    """Something a person must fix, in words that say what to change."""
+
     def __init__(self, message: str) -> None:
         self.message = message
 
 
-def _group_names(cfn: CloudFormationClient, sp: spec.Spec) -> str | _Problem:
+def _group_names(cfn: CloudFormationClient, sp: spec.Spec) -> str | Problem:
     """The API group's physical name; a problem when either logical id is not a group."""
-    resources = _resources(cfn, sp.stack_name)
+    return api_group_name(resources(cfn, sp.stack_name), sp)
+
+
+Resources = dict[str, tuple[str, str]]  # logical id -> (type, physical id)
+
+
+def api_group_name(resources: Resources, sp: spec.Spec) -> str | Problem:
+    """The API group's physical name in `resources`; a problem when either logical id of the
+    spec's resourceNames is not an Auto Scaling group there."""
     wanted = (
         ("resourceNames.apiGroup", sp.resource_names.api_group),
         ("resourceNames.migrationGroup", sp.resource_names.migration_group),
@@ -204,17 +214,17 @@ def _group_names(cfn: CloudFormationClient, sp: spec.Spec) -> str | _Problem:
     ]
     if missing:
         groups = sorted(k for k, (kind, _) in resources.items() if kind == GROUP_TYPE)
-        return _Problem(
+        return Problem(
             f"stack {sp.stack_name!r} has no Auto Scaling group for {' and '.join(missing)}; "
             f"its groups are {', '.join(groups) or 'none'}: fix resourceNames in the spec"
         )
     physical = resources[sp.resource_names.api_group][1]
     if not physical:
-        return _Problem(f"resource {sp.resource_names.api_group!r} has no physical id yet")
+        return Problem(f"resource {sp.resource_names.api_group!r} has no physical id yet")
     return physical
 
 
-def _resources(cfn: CloudFormationClient, stack_name: str) -> dict[str, tuple[str, str]]:
+def resources(cfn: CloudFormationClient, stack_name: str) -> Resources:
     """Logical id -> (type, physical id); one call unless the stack is very large."""
     found = cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
     pairs: Iterable[tuple[str, str, str]] = (
@@ -241,23 +251,33 @@ def _instances(
 ) -> tuple[model.Instance, ...]:
     members = group.get("Instances", [])
     ids = [m["InstanceId"] for m in members]
-    images = _images(clients, sp, ids)
-    health = _health(clients, sp, group, ids)
+    found = images(clients, sp.region, sp.role_arn, ids)
+    return instances(members, found, health(clients, sp, group, ids))
+
+
+def instances(
+    members: Sequence[InstanceTypeDef],
+    images: Mapping[str, str],
+    healthy: Mapping[str, bool] | None,
+) -> tuple[model.Instance, ...]:
+    """The API group's members as the planner sees them."""
     return tuple(
         model.Instance(
             id=m["InstanceId"],
             image=images.get(m["InstanceId"]),
             lifecycle=m["LifecycleState"],
-            healthy=None if health is None else health.get(m["InstanceId"], False),
+            healthy=None if healthy is None else healthy.get(m["InstanceId"], False),
         )
         for m in members
     )
 
 
-def _images(clients: Clients, sp: spec.Spec, ids: Sequence[str]) -> dict[str, str]:
+def images(
+    clients: Clients, region: str, role_arn: str | None, ids: Sequence[str]
+) -> dict[str, str]:
     """Instance id -> AMI. A filter, not InstanceIds: an id already gone is no error."""
-    ec2 = clients.ec2(sp.region, sp.role_arn)
-    images: dict[str, str] = {}
+    ec2 = clients.ec2(region, role_arn)
+    found: dict[str, str] = {}
     for start in range(0, len(ids), INSTANCE_BATCH):
         batch = list(ids[start : start + INSTANCE_BATCH])
         pages = ec2.get_paginator("describe_instances").paginate(
@@ -267,11 +287,11 @@ def _images(clients: Clients, sp: spec.Spec, ids: Sequence[str]) -> dict[str, st
             for reservation in page["Reservations"]:
                 for inst in reservation.get("Instances", []):
                     if "ImageId" in inst:
-                        images[inst["InstanceId"]] = inst["ImageId"]
-    return images
+                        found[inst["InstanceId"]] = inst["ImageId"]
+    return found
 
 
-def _health(
+def health(
     clients: Clients, sp: spec.Spec, group: AutoScalingGroupTypeDef, ids: Sequence[str]
 ) -> dict[str, bool] | None:
     """Instance id -> healthy in every load balancer of the group; None without any."""

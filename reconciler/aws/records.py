@@ -62,11 +62,11 @@ def _join(*parts: str) -> str:
 def read_record(clients: Clients, sp: spec.Spec, image: str) -> model.MigrationRecord | None:
     """The record for `image` of the spec's stack, None when absent; RecordInvalid if bad."""
     key = record_key(sp.migration, sp.stack_name, image)
-    raw = _read_s3(clients, sp, key) if key.store == "s3" else _read_ssm(clients, sp, key)
+    raw = read_s3(clients, sp, key) if key.store == "s3" else _read_ssm(clients, sp, key)
     return None if raw is None else parse_record(raw, image, str(key))
 
 
-def _read_s3(clients: Clients, sp: spec.Spec, key: RecordKey) -> bytes | None:
+def read_s3(clients: Clients, sp: spec.Spec, key: RecordKey) -> bytes | None:
     assert key.bucket is not None
     s3 = clients.s3(sp.region, sp.role_arn)
     try:

@@ -14,7 +14,7 @@ from moto.cloudformation.models import cloudformation_backends
 from reconciler.aws import observe
 from reconciler.aws.act import send_update
 from reconciler.aws.clients import Clients
-from reconciler.aws.observe import _health
+from reconciler.aws.observe import health
 from reconciler.embedded import Emulator
 from reconciler.model import StackUpdate
 from reconciler.spec import Spec
@@ -195,17 +195,17 @@ def test_target_group_health_counts_and_unregistered_is_unhealthy(
     elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": ids[0]}])
     group["TargetGroupARNs"] = [arn]  # as if the group were attached to it
 
-    health = _health(clients, stack.spec(), group, ids)
+    verdicts = health(clients, stack.spec(), group, ids)
 
-    assert health is not None
-    assert health[ids[0]] is True
-    assert health[ids[1]] is False
+    assert verdicts is not None
+    assert verdicts[ids[0]] is True
+    assert verdicts[ids[1]] is False
 
 
 def test_a_group_without_load_balancer_has_no_health(stack: Stack, clients: Clients) -> None:
     """No load balancer: health is None (unknown), not False."""
     group, ids = _bare_group(stack)
-    assert _health(clients, stack.spec(), group, ids) is None
+    assert health(clients, stack.spec(), group, ids) is None
 
 
 # --- why a stack rolled back ------------------------------------------------------------

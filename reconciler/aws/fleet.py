@@ -1,0 +1,346 @@
+"""The fleet view: every spec of one account and region observed from reads they share.
+
+Rules of this file (docs/decisions/0007-fleet-observation.md):
+- Per (region, role) one paged DescribeStacks (batch.py), one paged
+  DescribeAutoScalingGroups with the images of their instances (DescribeInstances, 200 ids a
+  call), and per record location one paged ListObjectsV2 serve every spec that steps in the
+  same tick. Only what a single stack has is read per stack: its records when their ETag
+  changed (GetObject), its load balancers' health when the planner verifies (`with_health`),
+  its resources once (DescribeStackResources, cached: logical ids do not move).
+- Fresh enough to act on: a read serves a step only if it is at most `fresh` old (one
+  tick, `--active-interval`) and began after the daemon's own last update or scaling call to
+  that stack (`touched`). So a step never decides on a stack as it was before our update,
+  and CloudFormation itself refuses an update to a stack that became busy meanwhile.
+- A group that CloudFormation replaced (emulators replace a group on every image change and
+  tag none) is found without a per-stack call: by the tags `aws:cloudformation:stack-name`
+  and `aws:cloudformation:logical-id` where AWS sets them, else as the one unclaimed group
+  attached to the load balancers the stack's API group had; else the resources are read
+  again. What cannot be settled from shared reads returns None: the engine then observes
+  that stack alone (observe.py), as it always did.
+- Read only; nothing here changes AWS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import structlog
+
+from reconciler import model, spec
+from reconciler.aws import records
+from reconciler.aws.batch import Key, StackCache, stack_view
+from reconciler.aws.clients import Clients
+
+# Names, not the module: the package's `observe` is the function of that module.
+from reconciler.aws.observe import (
+    GROUP_TYPE,
+    ROLLED_BACK,
+    STABLE,
+    Problem,
+    Resources,
+    api_group_name,
+    health,
+    images,
+    instances,
+    resources,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef
+
+K = TypeVar("K")
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+GROUPS_PAGE = 100  # DescribeAutoScalingGroups' largest page
+RECORDS_PAGE = 1000  # ListObjectsV2's largest page
+STACK_NAME_TAG = "aws:cloudformation:stack-name"
+LOGICAL_ID_TAG = "aws:cloudformation:logical-id"
+NEVER = float("-inf")
+
+
+@dataclasses.dataclass
+class _Entry(Generic[T]):
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    value: T | None = None
+    started: float = NEVER  # when the read that made `value` began
+    at: float = NEVER  # ... and ended
+
+
+class Shared(Generic[K, T]):
+    """One value per key, read by one thread while the others wait for its answer, and
+    served again while it is young enough and began after `not_before`."""
+
+    def __init__(self, read: Callable[[K], T], clock: Clock) -> None:
+        self._read = read
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[K, _Entry[T]] = {}
+        self.reads = 0  # how many reads were made; tests read it
+
+    def get(self, key: K, max_age: float, not_before: float = NEVER) -> T:
+        with self._lock:
+            entry = self._entries.setdefault(key, _Entry())
+        with entry.lock:
+            stale = self._clock() - entry.at > max_age or entry.started < not_before
+            if entry.value is None or stale:
+                started = self._clock()
+                entry.value = self._read(key)
+                entry.started, entry.at = started, self._clock()
+                self.reads += 1
+            return entry.value
+
+
+@dataclasses.dataclass(frozen=True)
+class Groups:
+    """Every Auto Scaling group of one account and region, with its instances' images."""
+
+    by_name: Mapping[str, AutoScalingGroupTypeDef]
+    by_tag: Mapping[tuple[str, str], str]  # (stack name, logical id) -> group name
+    images: Mapping[str, str]  # instance id -> AMI
+
+
+RecordsKey = tuple[str, str | None, str, str]  # (region, role, bucket, prefix)
+
+
+@dataclasses.dataclass
+class _StackMemo:
+    """What one stack's steps learned that no listing repeats."""
+
+    resources: Resources
+    attached: frozenset[str] = frozenset()  # load balancers and target groups of its API group
+
+
+class Fleet:
+    """Observations served from shared reads; None where a stack must be read alone."""
+
+    def __init__(self, clients: Clients, clock: Clock = time.monotonic) -> None:
+        self._clients = clients
+        self._clock = clock
+        self.stacks = StackCache(clients, clock)
+        self._groups: Shared[Key, Groups] = Shared(self._read_groups, clock)
+        self._records: Shared[RecordsKey, Mapping[str, str]] = Shared(self._list_records, clock)
+        self._lock = threading.Lock()
+        self._touched: dict[tuple[Key, str], float] = {}
+        self._memos: dict[tuple[Key, str], _StackMemo] = {}
+        self._bodies: dict[str, tuple[str, bytes | None]] = {}  # S3 key -> (ETag, body)
+        self._log = structlog.get_logger("reconciler.fleet")
+
+    # --- what the engine calls ----------------------------------------------------------
+
+    def touched(self, sp: spec.Spec) -> None:
+        """We just changed this stack or its group: older reads no longer serve it."""
+        with self._lock:
+            self._touched[(_key(sp), sp.stack_name)] = self._clock()
+
+    def listed(self, sp: spec.Spec, max_age: dt.timedelta, managed: int) -> model.StackView | None:
+        """The stack as the account's listing shows it (no events), or None."""
+        listed = self.stacks.lookup(_key(sp), sp.stack_name, max_age, managed, self._not_before(sp))
+        return stack_view(listed) if listed is not None else None
+
+    def warm(self, sp: spec.Spec) -> None:
+        """Read the stack's resources once while it is idle, so a rollout does not pay it."""
+        self._memo(sp)
+
+    def observe(
+        self, sp: spec.Spec, image: str, fresh: dt.timedelta, managed: int
+    ) -> model.Observed | None:
+        """A partial observation (see model.Observed) fresh enough to act on, or None."""
+        listed = self.stacks.lookup(_key(sp), sp.stack_name, fresh, managed, self._not_before(sp))
+        if listed is None or listed["StackStatus"] in ROLLED_BACK:
+            return None  # not batched, not found, or its events hold why it rolled back
+        view = stack_view(listed)
+        record = self._record(sp, image, view, fresh)
+        if view.status not in STABLE:
+            return model.Observed(stack=view, migration_record=record, partial=True)
+        named = api_group_name(self._memo(sp).resources, sp)
+        if isinstance(named, Problem):
+            self._forget(sp)  # a person may fix the template: read it again next time
+            return model.Observed(
+                stack=view, migration_record=record, problem=named.message, partial=True
+            )
+        group = self._api_group(sp, fresh)
+        if group is None:
+            return None
+        return model.Observed(
+            stack=view,
+            api_desired_capacity=group["DesiredCapacity"],
+            migration_record=record,
+            api_group=group["AutoScalingGroupName"],
+            api_suspended=frozenset(p["ProcessName"] for p in group.get("SuspendedProcesses", [])),
+            partial=True,
+        )
+
+    def with_health(
+        self, sp: spec.Spec, observed: model.Observed, fresh: dt.timedelta
+    ) -> model.Observed | None:
+        """`observed` with the API instances and their health: the one per-stack read a
+        verification costs (one call per load balancer). None: read the stack alone."""
+        group = self._api_group(sp, fresh)
+        if group is None:
+            return None
+        members = group.get("Instances", [])
+        ids = [m["InstanceId"] for m in members]
+        known = self._groups.get(_key(sp), fresh.total_seconds(), self._not_before(sp)).images
+        healthy = health(self._clients, sp, group, ids)
+        found = instances(members, known, healthy)
+        return dataclasses.replace(observed, api_instances=found)
+
+    # --- groups -------------------------------------------------------------------------
+
+    def _api_group(self, sp: spec.Spec, fresh: dt.timedelta) -> AutoScalingGroupTypeDef | None:
+        groups = self._groups.get(_key(sp), fresh.total_seconds(), self._not_before(sp))
+        logical = sp.resource_names.api_group
+        name = groups.by_tag.get((sp.stack_name, logical)) or self._physical(sp, logical)
+        if name not in groups.by_name:
+            name = self._replacement(sp, groups) or self._physical(sp, logical, reread=True)
+        group = groups.by_name.get(name)
+        if group is None:
+            return None  # gone, or newer than the listing: the stack is read alone
+        with self._lock:
+            memo = self._memos.get((_key(sp), sp.stack_name))
+            if memo is not None:
+                memo.resources[logical] = (GROUP_TYPE, name)
+                memo.attached = _attachments(group)
+        return group
+
+    def _physical(self, sp: spec.Spec, logical: str, reread: bool = False) -> str:
+        if reread:
+            self._forget(sp)
+        physical: str = self._memo(sp).resources.get(logical, ("", ""))[1]
+        return physical
+
+    def _replacement(self, sp: spec.Spec, groups: Groups) -> str | None:
+        """The group that replaced the stack's API group: the only one attached to the same
+        load balancers that no managed stack claims. A group on our stack's load balancer
+        serves our stack's traffic, whatever its name."""
+        with self._lock:
+            memo = self._memos.get((_key(sp), sp.stack_name))
+            if memo is None or not memo.attached:
+                return None
+            claimed = {
+                physical
+                for (key, _), m in self._memos.items()
+                if key == _key(sp)
+                for _, physical in m.resources.values()
+            }
+            attached = memo.attached
+        found = [
+            name
+            for name, group in groups.by_name.items()
+            if name not in claimed and _attachments(group) == attached
+        ]
+        return found[0] if len(found) == 1 else None
+
+    def _read_groups(self, key: Key) -> Groups:
+        region, role = key
+        asg = self._clients.autoscaling(region, role)
+        by_name: dict[str, AutoScalingGroupTypeDef] = {}
+        by_tag: dict[tuple[str, str], str] = {}
+        pages = asg.get_paginator("describe_auto_scaling_groups").paginate(
+            PaginationConfig={"PageSize": GROUPS_PAGE}
+        )
+        for page in pages:
+            for group in page["AutoScalingGroups"]:
+                name = group["AutoScalingGroupName"]
+                by_name[name] = group
+                tags = {t.get("Key"): t.get("Value") for t in group.get("Tags", [])}
+                stack, logical = tags.get(STACK_NAME_TAG), tags.get(LOGICAL_ID_TAG)
+                if stack and logical:
+                    by_tag[(stack, logical)] = name
+        ids = [m["InstanceId"] for g in by_name.values() for m in g.get("Instances", [])]
+        seen = images(self._clients, region, role, ids) if ids else {}
+        return Groups(by_name, by_tag, seen)
+
+    # --- the migration record -------------------------------------------------------------
+
+    def _record(
+        self, sp: spec.Spec, image: str, view: model.StackView, fresh: dt.timedelta
+    ) -> model.MigrationRecord | None:
+        """As observe() reads it, from the location's listing: a GetObject only for a
+        record whose ETag changed since we last read it."""
+        if sp.migration.check == "none":
+            return None
+        if view.parameters.get(sp.parameter_names.api_image) == image:
+            return None  # once the API runs the image, no decision needs its record
+        key = records.record_key(sp.migration, sp.stack_name, image)
+        try:
+            if key.store != "s3" or key.bucket is None:
+                return records.read_record(self._clients, sp, image)  # SSM: one read each
+            etags = self._records.get(
+                (sp.region, sp.role_arn, key.bucket, _prefix(key.key)),
+                fresh.total_seconds(),
+                self._not_before(sp),
+            )
+            raw = self._body(sp, key, etags.get(key.key))
+            return None if raw is None else records.parse_record(raw, image, str(key))
+        except records.RecordInvalid as exc:
+            self._log.warning("migration record ignored", name=sp.stack_name, error=str(exc))
+            return None
+
+    def _body(self, sp: spec.Spec, key: records.RecordKey, etag: str | None) -> bytes | None:
+        if etag is None:
+            return None
+        with self._lock:
+            cached = self._bodies.get(key.key)
+        if cached is not None and cached[0] == etag:
+            return cached[1]
+        body = records.read_s3(self._clients, sp, key)
+        with self._lock:
+            self._bodies[key.key] = (etag, body)
+        return body
+
+    def _list_records(self, where: RecordsKey) -> Mapping[str, str]:
+        region, role, bucket, prefix = where
+        s3 = self._clients.s3(region, role)
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": RECORDS_PAGE}
+        )
+        return {
+            obj["Key"]: obj.get("ETag", "") for page in pages for obj in page.get("Contents", [])
+        }
+
+    # --- per-stack memory -----------------------------------------------------------------
+
+    def _not_before(self, sp: spec.Spec) -> float:
+        with self._lock:
+            return self._touched.get((_key(sp), sp.stack_name), NEVER)
+
+    def _memo(self, sp: spec.Spec) -> _StackMemo:
+        ident = (_key(sp), sp.stack_name)
+        with self._lock:
+            memo = self._memos.get(ident)
+        if memo is None:
+            cfn = self._clients.cloudformation(sp.region, sp.role_arn)
+            memo = _StackMemo(resources(cfn, sp.stack_name))
+            with self._lock:
+                memo = self._memos.setdefault(ident, memo)
+        return memo
+
+    def _forget(self, sp: spec.Spec) -> None:
+        with self._lock:
+            memo = self._memos.pop((_key(sp), sp.stack_name), None)
+        if memo is not None and memo.attached:
+            # Keep what the group was attached to: it finds the group's replacement.
+            fresh = _StackMemo(self._memo(sp).resources, memo.attached)
+            with self._lock:
+                self._memos[(_key(sp), sp.stack_name)] = fresh
+
+
+def _key(sp: spec.Spec) -> Key:
+    return (sp.region, sp.role_arn)
+
+
+def _prefix(record_key: str) -> str:
+    """The listing that holds every stack's records of one location: PREFIX/."""
+    parts = record_key.split("/")
+    return "/".join(parts[:-2]) + "/" if len(parts) > 2 else ""
+
+
+def _attachments(group: AutoScalingGroupTypeDef) -> frozenset[str]:
+    return frozenset([*group.get("LoadBalancerNames", []), *group.get("TargetGroupARNs", [])])
