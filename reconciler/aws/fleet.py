@@ -1,6 +1,6 @@
 """The fleet view: every spec of one account and region observed from reads they share.
 
-Rules of this file (docs/decisions/0007-fleet-observation.md):
+Rules of this file (docs/decisions/0008-fleet-observation.md):
 - Per (region, role) one paged DescribeStacks (batch.py), one paged
   DescribeAutoScalingGroups with the images of their instances (DescribeInstances, 200 ids a
   call), and per record location one paged ListObjectsV2 serve every spec that steps in the

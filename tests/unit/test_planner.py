@@ -22,6 +22,7 @@ from tests.unit.plannerkit import (
     observed,
     params,
     pending,
+    phase1_live_stack,
     record,
     rollout,
     stack,
@@ -551,3 +552,39 @@ def test_after_a_rollback_the_bad_image_waits_for_a_person_or_a_new_revision() -
     assert "held until a new revision" in a_day_later.message
     new_revision = decide(rolled_back, memory, revision=REV2, **ROLLBACK)
     assert new_revision.update is not None
+
+
+# --- partial observations (the fleet's shared reads) -----------------------------------
+
+
+def shared(view: model.StackView, rec: model.MigrationRecord | None = None) -> model.Observed:
+    """As the fleet's listings serve it: no instance health, no events."""
+    return model.Observed(stack=view, api_desired_capacity=1, migration_record=rec, partial=True)
+
+
+def test_verifying_from_shared_reads_asks_for_the_instances_health_and_does_nothing() -> None:
+    d = decide(shared(stack(api=NEW, mig=NEW)), SWITCHED)
+    assert (d.needs, d.update, d.effects) == (frozenset({"health"}), None, ())
+
+
+def test_a_pending_switch_seen_applied_in_shared_reads_still_waits_for_health() -> None:
+    memory = model.Memory(
+        rollout=rollout(migrated_at=T0 - minutes(5)),
+        pending=pending("switch", T0 - minutes(1), LcImageId=NEW),
+    )
+    d = decide(shared(stack(api=NEW, mig=NEW)), memory)
+    assert (d.needs, d.effects) == (frozenset({"health"}), ())  # the marks wait too
+
+
+def test_adopting_phase_1_without_an_update_time_asks_for_the_stack_events() -> None:
+    view = dataclasses.replace(stack(mig=NEW, mig_cap=1), last_updated=None)
+    d = decide(shared(view, record("succeeded", at=T0 - minutes(1))))
+    assert (d.needs, d.update, d.effects) == (frozenset({"events"}), None, ())
+
+
+def test_shared_reads_suffice_for_phase_1_and_the_gate() -> None:
+    start = decide(shared(dataclasses.replace(stack(), last_updated=None)))
+    assert start.update is not None and start.update.kind == "migrate" and not start.needs
+    memory = model.Memory(rollout=rollout())
+    gate = decide(shared(phase1_live_stack(), record("succeeded", at=T0 - minutes(1))), memory)
+    assert gate.update is not None and gate.update.kind == "switch" and not gate.needs

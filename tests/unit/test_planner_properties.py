@@ -50,6 +50,14 @@ class World:
             migration_record=self.records.get(image),
         )
 
+    def observe_shared(self, image: str) -> model.Observed:
+        """As the fleet's shared listings show it: no events (so no last update time, as
+        moto's DescribeStacks gives none) and no instance health."""
+        full = self.observe(image)
+        assert full.stack is not None
+        view = dataclasses.replace(full.stack, last_updated=None)
+        return dataclasses.replace(full, stack=view, api_instances=None, partial=True)
+
     def send(self, update: model.StackUpdate, now: dt.datetime) -> None:
         assert self.in_flight is None, "an update was sent to a busy stack"
         self.in_flight = (self.delay, update.changes)
@@ -93,7 +101,9 @@ class Run:
     world: World
 
 
-def simulate(world: World, image: str, api: int | str, check: str, ticks: int = 400) -> Run:
+def simulate(
+    world: World, image: str, api: int | str, check: str, ticks: int = 400, shared: bool = False
+) -> Run:
     migration = {"check": check, "location": "s3://deploy-status/p" if check != "none" else None}
     dep = deployment(image, capacity={"api": api}, migration=migration)
     memory, now = model.Memory(), T0
@@ -101,7 +111,16 @@ def simulate(world: World, image: str, api: int | str, check: str, ticks: int = 
     updates: list[model.StackUpdate] = []
     for _ in range(ticks):
         world.tick(now)
-        decision = planner.plan(dep, REV, world.observe(image), memory, now)
+        seen = world.observe_shared(image) if shared else world.observe(image)
+        decision = planner.plan(dep, REV, seen, memory, now)
+        if decision.needs:  # as the engine does: never act on it, read more, plan again
+            assert decision.update is None and not decision.effects and decision.scaling is None
+            seen = world.observe(image)
+            decision = planner.plan(dep, REV, seen, memory, now)
+        if any(
+            isinstance(e, model.FinishRollout) and e.result == "succeeded" for e in decision.effects
+        ):
+            assert seen.api_instances is not None, "verified without reading the instances"
         for effect in decision.effects:
             memory = planner.apply_effect(memory, effect)
         phases.append(decision.phase)
@@ -146,11 +165,13 @@ worlds = st.builds(
     image=st.sampled_from(IMAGES),
     api=st.sampled_from([1, 2, "live"]),
     check=st.sampled_from(["s3", "none"]),
+    shared=st.booleans(),
 )
 def test_from_any_state_the_decisions_converge_within_three_updates(
-    world: World, image: str, api: int | str, check: str
+    world: World, image: str, api: int | str, check: str, shared: bool
 ) -> None:
-    run = simulate(world, image, api, check)
+    """Whether each step sees the stack alone or the fleet's shared (partial) reads."""
+    run = simulate(world, image, api, check, shared=shared)
     assert run.phases[-1] == Phase.IN_SYNC, run.phases[-5:]
     assert len(run.updates) <= 3, [u.changes for u in run.updates]
     assert world.params[API] == image and world.params[MIG_CAP] == "0"
@@ -161,13 +182,14 @@ def test_from_any_state_the_decisions_converge_within_three_updates(
     world=worlds,
     image=st.sampled_from(IMAGES),
     outcome=st.sampled_from(["failed", "running"]),
+    shared=st.booleans(),
 )
 def test_the_api_image_never_moves_to_an_image_whose_migration_did_not_succeed(
-    world: World, image: str, outcome: model.RecordStatus
+    world: World, image: str, outcome: model.RecordStatus, shared: bool
 ) -> None:
     world.outcome = outcome
     before = world.params[API]
-    run = simulate(world, image, 1, "s3", ticks=600)
+    run = simulate(world, image, 1, "s3", ticks=600, shared=shared)
     assert world.params[API] == before or image == before
     if image != before:
         assert Phase.FAILED in run.phases
@@ -203,11 +225,12 @@ rollouts = st.none() | st.builds(
     result=st.sampled_from([None, "failed", "succeeded"]),
 )
 observations = st.builds(
-    lambda status, p, rec, cap: model.Observed(
-        model.StackView(status, p, T0 - dt.timedelta(minutes=30)),
+    lambda status, p, rec, cap, partial: model.Observed(
+        model.StackView(status, p, None if partial else T0 - dt.timedelta(minutes=30)),
         cap,
-        healthy(p[API], cap),
+        None if partial else healthy(p[API], cap),
         rec,
+        partial=partial,
     ),
     status=statuses,
     p=st.builds(
@@ -219,6 +242,7 @@ observations = st.builds(
     ),
     rec=records,
     cap=st.integers(0, 3),
+    partial=st.booleans(),  # a step served by the fleet's shared reads
 )
 memories = st.builds(
     model.Memory, rollout=rollouts, approved_image=st.none() | st.sampled_from(IMAGES)
@@ -268,3 +292,16 @@ def test_a_single_decision_switches_the_api_only_after_a_valid_success(
     rec = obs.migration_record
     observed_ok = rec is not None and rec.image == target and rec.status == "succeeded"
     assert remembered or observed_ok
+
+
+@settings(max_examples=500, deadline=None)
+@given(obs=observations, memory=memories, image=st.sampled_from(IMAGES))
+def test_a_decision_that_needs_more_reading_acts_on_nothing(
+    obs: model.Observed, memory: model.Memory, image: str
+) -> None:
+    """What a partial observation cannot decide is asked for, never guessed: no update,
+    no effect to store, no scaling change; and a full observation never needs more."""
+    d = planner.plan(deployment(image), REV, obs, memory, T0)
+    if d.needs:
+        assert obs.partial
+        assert (d.update, d.effects, d.scaling) == (None, (), None)
