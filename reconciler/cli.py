@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import heapq
 import json
+import math
 import os
 import pathlib
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from typing import Any
 
 import yaml
@@ -43,6 +47,16 @@ from reconciler.store import Store, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 TERMINAL = frozenset({Phase.IN_SYNC, Phase.FAILED, Phase.BLOCKED, Phase.PAUSED})
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _boolean(text: str) -> bool:
@@ -71,13 +85,18 @@ COMMON: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
         _boolean,
         "accept runtime controls without a token (never on a shared network)",
     ),
-    ("workers", "scheduling.workers", int, "reconcile steps that may run at once (default 8)"),
+    (
+        "workers",
+        "scheduling.workers",
+        _positive_int,
+        "reconcile steps that may run at once (default 8)",
+    ),
     ("aws-rate", "aws.rate", parse_rate, "most AWS requests per account, e.g. 10/s (default)"),
     (
         "active-interval",
         "scheduling.active_interval",
         spec.parse_duration,
-        "reconcile period while a rollout moves (default 5s)",
+        "reconcile period while a rollout moves (default 1s)",
     ),
     # Webhook URLs are secrets: the environment variables keep them out of `ps`.
     ("notify-url", "notify.url", str, "JSON webhook told of rollout transitions (a secret)"),
@@ -340,6 +359,7 @@ def _md(text: str) -> str:
 
 
 def cmd_apply(args: argparse.Namespace, conf: settings.Settings) -> int:
+    timeout, interval = _wait_options(args)  # before any git or AWS: a typo costs nothing
     local = _local(conf)
     for error in local.errors:
         print(f"error: {error}", file=sys.stderr)
@@ -352,7 +372,24 @@ def cmd_apply(args: argparse.Namespace, conf: settings.Settings) -> int:
             print(_result_line(r))
         failed = any(r.phase in (Phase.FAILED, Phase.BLOCKED) or r.error for r in results)
         return EXIT_FAILED if failed or local.errors else EXIT_OK
-    return _apply_wait(local, spec.parse_duration(args.timeout), args.interval)
+    return _apply_wait(local, conf.scheduling.workers, timeout, interval)
+
+
+def _wait_options(args: argparse.Namespace) -> tuple[dt.timedelta, float]:
+    """`--timeout` and `--interval`, or a one-line usage error naming the option."""
+    try:
+        timeout = spec.parse_duration(args.timeout)
+    except ValueError as exc:
+        raise UsageError(f"--timeout: {exc}") from exc
+    try:
+        interval = float(args.interval)
+    except ValueError:
+        interval = math.nan
+    if not math.isfinite(interval) or interval <= 0:
+        raise UsageError(
+            f"--interval: {args.interval!r} is not a number of seconds above zero, such as 2 or 0.5"
+        )
+    return timeout, interval
 
 
 def _result_line(r: engine.StepResult) -> str:
@@ -361,29 +398,104 @@ def _result_line(r: engine.StepResult) -> str:
     return f"{r.name}: {r.phase}: {r.message}{sent}{err}"
 
 
-def _apply_wait(local: Local, timeout: dt.timedelta, interval: float) -> int:
+def _apply_wait(local: Local, workers: int, timeout: dt.timedelta, interval: float) -> int:
     """Drive every spec to a terminal phase in the foreground, printing each change."""
-    deadline = time.monotonic() + timeout.total_seconds()
-    last: dict[str, str] = {}
-    done: dict[str, engine.StepResult] = {}
-    while len(done) < len(local.specs):
-        for name, loaded in sorted(local.specs.items()):
-            if name in done:
-                continue
-            r = local.engine.step(loaded)
-            line = _result_line(r)
-            if last.get(name) != line:
-                print(f"{dt.datetime.now(dt.UTC):%H:%M:%S} {line}", flush=True)
-                last[name] = line
-            if r.phase in TERMINAL and r.requeue != "active":
-                done[name] = r
-        if len(done) < len(local.specs):
-            if time.monotonic() > deadline:
-                print(f"timed out after {spec.format_duration(timeout)}", file=sys.stderr)
-                return EXIT_FAILED
-            time.sleep(interval)  # AWS offers no push; polling is the only way to see it move
-    ok = all(r.phase in (Phase.IN_SYNC, Phase.PAUSED) for r in done.values())
+    # Every spec is known before any step, as in the daemon: the first steps run at once and
+    # each must see the whole set (a promotion's upstream, the stacks per account).
+    for loaded in local.specs.values():
+        local.engine.track(loaded)
+    waiting = _Waiting(local, interval)
+    with futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply") as pool:
+        try:
+            waiting.run(pool, time.monotonic() + timeout.total_seconds())
+        finally:
+            # Ctrl-C or the timeout: queued steps are dropped, the ones in flight finish.
+            pool.shutdown(wait=True, cancel_futures=True)
+    unfinished = waiting.unfinished()
+    if unfinished:
+        print(
+            f"timed out after {spec.format_duration(timeout)}; not finished: {unfinished}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    ok = all(r.phase in (Phase.IN_SYNC, Phase.PAUSED) for r in waiting.results.values())
     return EXIT_OK if ok and not local.errors else EXIT_FAILED
+
+
+class _Waiting:
+    """`apply --wait`: every spec stepped on a pool, each `interval` after its last step.
+
+    The main thread keeps a heap of (due time, name) and hands due specs to the pool; a spec
+    goes back on the heap only when its step has returned, so one spec never has two steps
+    at once, and with more specs than workers each waits its turn in the pool's queue
+    instead of behind another spec's whole rollout.
+    """
+
+    def __init__(self, local: Local, interval: float) -> None:
+        self.local = local
+        self.interval = interval
+        self.results: dict[str, engine.StepResult] = {}
+        self._done: set[str] = set()
+        self._last: dict[str, str] = {}
+        self._print = threading.Lock()  # one line at a time; also guards the results
+        self._wake = threading.Event()  # a step returned; the main thread has work
+
+    def run(self, pool: futures.Executor, deadline: float) -> None:
+        """Until every spec is done or the deadline (time.monotonic()) passes."""
+        due = [(time.monotonic(), name) for name in sorted(self.local.specs)]
+        running: dict[futures.Future[bool], str] = {}
+        while (due or running) and time.monotonic() < deadline:
+            self._submit_due(pool, due, running)
+            until = min(due[0][0] if due else deadline, deadline)
+            # An Event, not time.sleep: a returning step wakes it at once, Ctrl-C ends it.
+            self._wake.wait(max(until - time.monotonic(), 0.0))
+            self._wake.clear()
+            self._collect(due, running)
+
+    def _submit_due(
+        self,
+        pool: futures.Executor,
+        due: list[tuple[float, str]],
+        running: dict[futures.Future[bool], str],
+    ) -> None:
+        while due and due[0][0] <= time.monotonic():
+            _, name = heapq.heappop(due)
+            future = pool.submit(self.step, name)
+            future.add_done_callback(lambda _: self._wake.set())
+            running[future] = name
+
+    def _collect(
+        self, due: list[tuple[float, str]], running: dict[futures.Future[bool], str]
+    ) -> None:
+        """Specs whose step returned and are not done go back on the heap, `interval` on."""
+        for future in [f for f in running if f.done()]:
+            name = running.pop(future)
+            if not future.result():  # a step's exception (say the store) ends the command
+                # AWS offers no push; polling is the only way to see a stack move.
+                heapq.heappush(due, (time.monotonic() + self.interval, name))
+
+    def step(self, name: str) -> bool:
+        """One step of `name` on a worker; prints its line if it changed; True once done."""
+        r = self.local.engine.step(self.local.specs[name])
+        line = _result_line(r)
+        done = r.phase in TERMINAL and r.requeue != "active"
+        with self._print:
+            if self._last.get(name) != line:
+                print(f"{dt.datetime.now(dt.UTC):%H:%M:%S} {line}", flush=True)
+                self._last[name] = line
+            self.results[name] = r
+            if done:
+                self._done.add(name)
+        return done
+
+    def unfinished(self) -> str:
+        """The specs not done, with their last phase: `a (Migrating), b (not stepped)`."""
+        with self._print:
+            names = sorted(set(self.local.specs) - self._done)
+            return ", ".join(
+                f"{n} ({self.results[n].phase if n in self.results else 'not stepped'})"
+                for n in names
+            )
 
 
 # --- commands through the daemon's HTTP API ------------------------------------------
@@ -518,9 +630,17 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _apply_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", action="store_true", help="drive each spec to convergence")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="drive each spec to convergence, up to --workers specs stepped at once",
+    )
     p.add_argument("--timeout", default="1h", help="with --wait: give up after this long")
-    p.add_argument("--interval", type=float, default=2.0, help="with --wait: seconds between steps")
+    p.add_argument(
+        "--interval",
+        default="2",
+        help="with --wait: seconds between two steps of one spec (default 2)",
+    )
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
-from reconciler import cli
+from reconciler import catalog, cli, engine
 from tests.integration.conftest import REGION, Stack
 from tests.integration.gitrepo import GitRepo
 
@@ -668,3 +668,156 @@ def test_apply_wait_converges_once_the_migration_instance_reports(world: World) 
     p = world.params()
     assert p["LcImageId"] == new
     assert p["MigrationDesiredCapacity"] == "0"
+
+
+def commit_specs(w: World, stacks: list[Stack]) -> list[str]:
+    """One spec per stack (`api-1`, `api-2`, ...), each bumping its stack's AMI, in one commit."""
+    files = {}
+    for number, stack in enumerate(stacks, 1):
+        name = f"api-{number}"
+        text = spec_yaml(stack, stack.new_image).replace(f"  name: {NAME}\n", f"  name: {name}\n")
+        files[f"deploy-specs/{name}.yaml"] = text
+    w.repo.commit("bump the AMI of every stack", files)
+    return [f"api-{number}" for number in range(1, len(stacks) + 1)]
+
+
+def migration_instances(stacks: list[Stack], seen: list[str]) -> threading.Thread:
+    """In the background, each stack's migration instance writes `succeeded` once it sees
+    phase 1 live on its stack; `seen` gets one `wrote STACK` each, or `timed out`."""
+
+    def run() -> None:
+        waiting = {s.name: s for s in stacks}
+        deadline = time.monotonic() + 30
+        while waiting and time.monotonic() < deadline:
+            for stack in list(waiting.values()):
+                p = live_parameters(stack.name)
+                if (
+                    p["MigrationLcImageId"] == stack.new_image
+                    and p["MigrationDesiredCapacity"] == "1"
+                ):
+                    write_s3_record(stack, stack.new_image, "succeeded")
+                    seen.append(f"wrote {waiting.pop(stack.name).name}")
+            time.sleep(0.05)  # polling the stacks, bounded by the deadline
+        if waiting:
+            seen.append("timed out")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def in_lockstep(monkeypatch: pytest.MonkeyPatch, specs: int) -> None:
+    """Each spec's first two steps start only when every spec has come to that step: an
+    `apply --wait` that steps one spec at a time breaks the barrier instead of passing.
+    A spec's second step comes after its first has printed its line, so passing the second
+    barrier also means every spec's first line is out."""
+    barrier = threading.Barrier(specs, timeout=10)
+    calls: dict[str, int] = {}
+    guard = threading.Lock()
+    step = engine.Engine.step
+
+    def stepped(self: engine.Engine, loaded: catalog.LoadedSpec) -> engine.StepResult:
+        with guard:
+            calls[loaded.deployment.name] = count = calls.get(loaded.deployment.name, 0) + 1
+        if count <= 2:
+            barrier.wait()
+        return step(self, loaded)
+
+    monkeypatch.setattr(engine.Engine, "step", stepped)
+
+
+def assert_converged_interleaved(w: World, run: Run, stacks: list[Stack], names: list[str]) -> None:
+    """Exit 0, every stack on its new image, and every spec's first update printed before
+    any spec reached InSync."""
+    assert run.code == 0, run
+    lines = [line.split(" ", 1)[1] for line in run.out.splitlines()]  # drop HH:MM:SS
+    first_update = {
+        n: next(
+            i
+            for i, line in enumerate(lines)
+            if line.startswith(f"{n}: ") and "[update sent]" in line
+        )
+        for n in names
+    }
+    first_in_sync = min(i for i, line in enumerate(lines) if ": InSync: " in line)
+    assert max(first_update.values()) < first_in_sync, lines
+    for n in names:
+        last = [line for line in lines if line.startswith(f"{n}: ")][-1]
+        assert last.startswith(f"{n}: InSync: "), lines
+    assert [live_parameters(s.name)["LcImageId"] for s in stacks] == [s.new_image for s in stacks]
+
+
+def test_apply_wait_steps_specs_at_once_and_interleaves_their_progress(
+    world: World, make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`apply --wait --workers 3` on three specs that each need a rollout steps all three
+    at once (their first steps meet at a barrier), prints every spec's phase-1 update
+    before any spec is InSync, and converges all three: exit 0, new images live."""
+    stacks = [world.stack, make_stack("Stack2"), make_stack("Stack3")]
+    names = commit_specs(world, stacks)
+    in_lockstep(monkeypatch, len(stacks))
+    seen: list[str] = []
+    thread = migration_instances(stacks, seen)
+    run = world.apply("--wait", "--workers", "3", "--interval", "0.2", "--timeout", "60s")
+    thread.join(timeout=35)
+    assert sorted(seen) == [f"wrote {s.name}" for s in stacks]
+    assert_converged_interleaved(world, run, stacks, names)
+
+
+def test_apply_wait_with_fewer_workers_than_specs_starves_none(
+    world: World, make_stack: Callable[..., Stack]
+) -> None:
+    """`apply --wait --workers 1` on three specs takes them in turns, not one rollout after
+    another: every spec's phase-1 update is printed before any spec is InSync."""
+    stacks = [world.stack, make_stack("Stack2"), make_stack("Stack3")]
+    names = commit_specs(world, stacks)
+    seen: list[str] = []
+    thread = migration_instances(stacks, seen)
+    run = world.apply("--wait", "--workers", "1", "--interval", "0.2", "--timeout", "60s")
+    thread.join(timeout=35)
+    assert sorted(seen) == [f"wrote {s.name}" for s in stacks]
+    assert_converged_interleaved(world, run, stacks, names)
+
+
+def test_apply_wait_timeout_names_the_specs_not_finished(world: World) -> None:
+    """With no migration record ever written, `apply --wait --timeout 1s` ends with exit 1
+    and one line (besides the JSON logs) naming the spec still Migrating."""
+    world.commit_spec(world.stack.new_image, "bump the AMI")
+    run = world.apply("--wait", "--interval", "0.2", "--timeout", "1s")
+    assert run.code == 1, run
+    (timed_out,) = [line for line in run.err.splitlines() if not line.startswith("{")]  # no logs
+    assert timed_out == f"timed out after 1s; not finished: {NAME} (Migrating)"
+
+
+@pytest.mark.parametrize(
+    ("args", "wanted"),
+    [
+        (("--timeout", "900"), "--timeout: '900' is not a duration such as 90s, 30m, 2h or 1h30m"),
+        (("--timeout", "0s"), "--timeout: a duration must be longer than zero"),
+        (
+            ("--interval", "-1"),
+            "--interval: '-1' is not a number of seconds above zero, such as 2 or 0.5",
+        ),
+        (
+            ("--interval", "abc"),
+            "--interval: 'abc' is not a number of seconds above zero, such as 2 or 0.5",
+        ),
+        (
+            ("--interval", "nan"),
+            "--interval: 'nan' is not a number of seconds above zero, such as 2 or 0.5",
+        ),
+        (("--workers", "0"), "--workers: '0' is not a whole number of at least 1"),
+    ],
+)
+def test_apply_wait_rejects_a_bad_option_in_one_line_with_exit_2(
+    world: World, args: tuple[str, str], wanted: str
+) -> None:
+    """A malformed `--timeout`, `--interval` or `--workers`: exit 2 and one line naming the
+    option and what it wants, no traceback, and nothing sent to the stack."""
+    world.commit_spec(world.stack.new_image, "bump the AMI")
+    events = stack_events(world.stack.name)
+    run = world.apply("--wait", *args)
+    assert run.code == 2, run
+    assert run.err.splitlines() == [f"reconciler: {wanted}"]
+    assert run.out == ""
+    assert stack_events(world.stack.name) == events
