@@ -4,7 +4,8 @@ Rules of this file:
 - APScheduler runs one git poll job and one reconcile job per managed spec; every job has
   `max_instances=1` and `coalesce=True`, so a slow step never piles up behind itself.
 - After each step the spec's next run is set from the decision: soon while a rollout moves,
-  at the retry time while backing off, at the spec's interval when idle.
+  at the retry time while backing off, at the spec's interval when idle; after a step whose
+  AWS call failed, later each time (`error_delay`), throttling aside.
 - Jobs appear and disappear as spec files are added to and removed from git.
 - SIGTERM/SIGINT: stop taking new work, let the steps in flight finish, exit 0.
 """
@@ -15,6 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import re
 import signal
 import threading
 import time
@@ -26,6 +28,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from reconciler import assemble, catalog, engine, http, notify, replicas, settings, source, spec
+from reconciler.aws.clients import THROTTLE_CODES
 from reconciler.metrics import Metrics
 from reconciler.store import Store
 
@@ -39,10 +42,46 @@ JITTER = 0.1  # share of a period added at random, so many daemons do not poll i
 # active interval: a 3-minute instance replacement costs ~10 polls, not 36, and a phase
 # change (the next thing to act on) resets the period.
 ACTIVE_BACKOFF, ACTIVE_CAP = 1.5, 4.0
+# botocore's ClientError text, which the engine passes on as "AWS: <error>".
+_AWS_ERROR_CODE = re.compile(r"An error occurred \((\w+)\)")
+Uniform = Callable[[float, float], float]  # random.uniform, or a fixed stand-in in tests
 
 
 def _job_id(name: str) -> str:
     return f"reconcile:{name}"
+
+
+def throttled(error: str) -> bool:
+    """A step's error that is AWS throttling past botocore's retries: the account works and
+    asks for fewer calls, which is no failure to back off from.
+
+    Read from the text because engine.StepResult carries only the text; a `throttled` field
+    set where the engine catches the ClientError would be better than parsing it here."""
+    match = _AWS_ERROR_CODE.search(error) if error.startswith("AWS: ") else None
+    return match is not None and match.group(1) in THROTTLE_CODES
+
+
+def error_streak(previous: int, error: str | None) -> int:
+    """Errored steps in a row once this step is counted: a step without error resets the
+    count, a throttled one leaves it as it was."""
+    if error is None:
+        return 0
+    return previous if throttled(error) else previous + 1
+
+
+def error_delay(
+    errors: int, active_interval: dt.timedelta, cap: dt.timedelta, uniform: Uniform
+) -> dt.timedelta:
+    """The wait after the `errors`-th errored step in a row: the active interval, doubled for
+    each error before it, at most `cap` (then jittered); a broken account costs little."""
+    doublings = min(max(errors - 1, 0), 62)  # 2**62 periods pass any cap; no overflow
+    seconds = min(active_interval.total_seconds() * 2.0**doublings, cap.total_seconds())
+    return jittered(dt.timedelta(seconds=seconds), uniform)
+
+
+def jittered(period: dt.timedelta, uniform: Uniform) -> dt.timedelta:
+    """`period` plus up to JITTER of it at random."""
+    return period * (1 + uniform(0, JITTER))
 
 
 class Daemon:
@@ -93,6 +132,7 @@ class Daemon:
         self._guard = threading.Lock()
         self._resync: set[str] = set()  # syncs asked for while that spec's step ran
         self._streaks: dict[str, tuple[str, int]] = {}  # name -> (phase, active steps in it)
+        self._errors: dict[str, int] = {}  # name -> errored steps in a row (error_streak)
         self._git_read = False
         self._aws_answered = False
         self._heartbeat = time.monotonic()
@@ -255,6 +295,8 @@ class Daemon:
         if self.scheduler.get_job(_job_id(name)) is not None:
             self.scheduler.remove_job(_job_id(name))
         self.engine.forget(name)
+        with self._guard:
+            self._errors.pop(name, None)
         self.log.info(
             "spec removed from git: no longer managed; its stack is left as it is", name=name
         )
@@ -299,8 +341,9 @@ class Daemon:
         self, loaded: catalog.LoadedSpec, result: engine.StepResult, now: dt.datetime
     ) -> dt.timedelta:
         interval = loaded.deployment.spec.interval
+        errors = self._error_streak(loaded.deployment.name, result.error)
         if result.error is not None:
-            return min(interval, self.conf.scheduling.active_interval * 2)
+            return self._error_delay(errors, result.error, interval)
         if result.requeue == "active":
             return min(self._active_delay(loaded.deployment.name, result), interval)
         with self._guard:
@@ -310,7 +353,24 @@ class Daemon:
             failure = status.memory.failure if status else None
             if failure is not None:
                 return max(failure.next_retry_at - now, dt.timedelta(seconds=1))
-        return interval * (1 + random.uniform(0, JITTER))  # noqa: S311 (jitter, not crypto)
+        return jittered(interval, random.uniform)
+
+    def _error_streak(self, name: str, error: str | None) -> int:
+        """Counts this step in the spec's run of errored steps (error_streak); returns it."""
+        with self._guard:
+            errors = error_streak(self._errors.pop(name, 0), error)
+            if errors:
+                self._errors[name] = errors
+        return errors
+
+    def _error_delay(self, errors: int, error: str, interval: dt.timedelta) -> dt.timedelta:
+        """After an errored step: the short fixed period when AWS throttled, else a backoff
+        growing per error that the spec's interval does not cap (a broken account should
+        cost little); a new revision or a `sync` still runs the step at once (_reschedule)."""
+        sched = self.conf.scheduling
+        if throttled(error):
+            return min(interval, sched.active_interval * 2)
+        return error_delay(errors, sched.active_interval, sched.backoff_cap, random.uniform)
 
     def _active_delay(self, name: str, result: engine.StepResult) -> dt.timedelta:
         with self._guard:
