@@ -104,7 +104,13 @@ class Daemon:
             self.store, notify.configured(conf.notify), self.metrics, clock
         )
         self.engine = engine.Engine(
-            clients, self.store, self.metrics, policy, clock, listeners=[self.notifier.listener]
+            clients,
+            self.store,
+            self.metrics,
+            policy,
+            clock,
+            listeners=[self.notifier.listener],
+            fresh=conf.scheduling.active_interval,  # one shared read per tick serves all
         )
         self.source = assemble.git_source(conf)
         self._unverified: str | None = None  # the last untrusted-head refusal reported
