@@ -294,7 +294,9 @@ def _local(conf: settings.Settings) -> Local:
     store = Store.in_state_dir(conf.state_dir)
     metrics = Metrics()
     clients = assemble.clients(conf, metrics.aws_request)
-    eng = engine.Engine(clients, store, metrics, assemble.policy(conf))
+    eng = engine.Engine(
+        clients, store, metrics, assemble.policy(conf), fresh=conf.scheduling.active_interval
+    )
     return Local(cat.specs, cat.errors, eng, store)
 
 
@@ -359,7 +361,7 @@ def _md(text: str) -> str:
 
 
 def cmd_apply(args: argparse.Namespace, conf: settings.Settings) -> int:
-    timeout, interval = _wait_options(args)  # before any git or AWS: a typo costs nothing
+    timeout, interval = _wait_options(args, conf)  # before git or AWS: a typo costs nothing
     local = _local(conf)
     for error in local.errors:
         print(f"error: {error}", file=sys.stderr)
@@ -375,12 +377,14 @@ def cmd_apply(args: argparse.Namespace, conf: settings.Settings) -> int:
     return _apply_wait(local, conf.scheduling.workers, timeout, interval)
 
 
-def _wait_options(args: argparse.Namespace) -> tuple[dt.timedelta, float]:
+def _wait_options(args: argparse.Namespace, conf: settings.Settings) -> tuple[dt.timedelta, float]:
     """`--timeout` and `--interval`, or a one-line usage error naming the option."""
     try:
         timeout = spec.parse_duration(args.timeout)
     except ValueError as exc:
         raise UsageError(f"--timeout: {exc}") from exc
+    if args.interval is None:  # a rollout's tick, as the daemon's
+        return timeout, conf.scheduling.active_interval.total_seconds()
     try:
         interval = float(args.interval)
     except ValueError:
@@ -638,8 +642,8 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", default="1h", help="with --wait: give up after this long")
     p.add_argument(
         "--interval",
-        default="2",
-        help="with --wait: seconds between two steps of one spec (default 2)",
+        default=None,
+        help="with --wait: seconds between two steps of one spec (default: --active-interval)",
     )
 
 
