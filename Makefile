@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit test-slow bench bench-quick image clean
+.PHONY: demo test lint typecheck unit test-slow bench bench-quick bench-scale image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ test-slow: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m tests.bench
 
-## Benchmark, full: N=10,100,1000 and the peers at N=10 (figures in docs/benchmarks.md).
+## Benchmark (docs/benchmarks.md): the fleet job on plain moto behind a counting proxy, the
+## daemon, `reconciler apply` and sceptre at N=50, then the daemon alone at N=1000.
 bench: $(STAMP) .bench/peers/bin/sceptre
+	$(BIN)/python -m tests.bench --fleet --fleet-sizes 50,1000 --json .bench/fleet.json
+
+## Benchmark, scale: N=10,100,1000 on the embedded emulator and the peers at N=10.
+bench-scale: $(STAMP) .bench/peers/bin/sceptre
 	$(BIN)/python -m tests.bench --full --json .bench/bench.json
 
 # The peers (the AWS CLI, sceptre) live in their own venv, never in the project's.

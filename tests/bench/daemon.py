@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 from tests.bench.world import World, aws_env
@@ -25,23 +26,46 @@ def free_port() -> int:
 
 class DaemonProcess:
     def __init__(self, world: World, root: pathlib.Path, rate: str, active: str, poll: str) -> None:
+        """The daemon as the scale benchmark tunes it (harness.py)."""
+        options = [
+            "--poll-interval", poll,
+            "--active-interval", active,
+            "--aws-rate", rate,
+            "--workers", "8",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        self._start(world.repo, root, world.emulator.endpoint_url, options)
+
+    @classmethod
+    def plain(
+        cls,
+        repo: pathlib.Path,
+        root: pathlib.Path,
+        endpoint_url: str,
+        options: Sequence[str] = (),
+    ) -> DaemonProcess:
+        """The daemon as a new user starts it: only where things are, plus `options`."""
+        daemon = cls.__new__(cls)
+        daemon._start(repo, root, endpoint_url, list(options))
+        return daemon
+
+    def _start(
+        self, repo: pathlib.Path, root: pathlib.Path, endpoint_url: str, options: list[str]
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = pathlib.Path(sys.executable).with_name("reconciler")
         argv = [
             str(exe), "run",
-            "--repo", str(world.repo),
+            "--repo", str(repo),
             "--state-dir", str(root / "state"),
             "--listen", f"127.0.0.1:{self.port}",
-            "--endpoint-url", world.emulator.endpoint_url,
-            "--poll-interval", poll,
-            "--active-interval", active,
-            "--aws-rate", rate,
-            "--workers", "8",
+            "--endpoint-url", endpoint_url,
             "--log-format", "json",
-            "--log-level", "warning",
+            *options,
         ]  # fmt: skip
-        self.log = (root.parent / f"{root.name}-daemon.log").open("w")
+        self.log_path = root.parent / f"{root.name}-daemon.log"
+        self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(argv, env=aws_env(), stdout=self.log, stderr=self.log)
 
     def stop(self) -> None:

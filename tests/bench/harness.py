@@ -1,4 +1,8 @@
-"""`python -m tests.bench [--quick | --full]`: the figures of docs/benchmarks.md.
+"""`python -m tests.bench [--quick | --full | --fleet ...]`: the figures of docs/benchmarks.md.
+
+`--fleet` runs the fleet benchmark instead (tests/bench/fleet.py: plain moto behind a
+counting proxy, the same job for the daemon, `reconciler apply` and sceptre); every other
+argument goes to it, e.g. `python -m tests.bench --fleet --fleet-sizes 50,1000`.
 
 Per N: build the world (N stacks, one spec each), start the daemon as its own process,
 wait until every stack is InSync, then measure
@@ -16,6 +20,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import sys
 import tempfile
 import time
 from typing import Any
@@ -139,7 +144,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if "--fleet" in given:
+        from tests.bench import fleet  # noqa: PLC0415 - only this mode needs it
+
+        return fleet.main([a for a in given if a != "--fleet"])
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--fleet", action="store_true", help="the fleet benchmark (fleet.py)")
     parser.add_argument("--full", action="store_true", help="N = 10, 100, 1000 and the peers")
     parser.add_argument("--sizes", help="comma-separated N, e.g. 10,100 (overrides the mode)")
     parser.add_argument("--peers", type=int, help="N at which to run the peers (0: none)")

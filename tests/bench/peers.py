@@ -50,10 +50,6 @@ def aws_cli(world: World, image: str) -> dict[str, float]:
 
 def sceptre(world: World, image: str, root: pathlib.Path) -> dict[str, float]:
     project = root / "sceptre"
-    (project / "templates").mkdir(parents=True, exist_ok=True)
-    (project / "templates" / "biglearn-stack.json").write_text(template_body())
-    (project / "config" / GROUP).mkdir(parents=True, exist_ok=True)
-    (project / "config" / "config.yaml").write_text(f"project_code: {PROJECT}\nregion: us-east-1\n")
     live = parameters(world.images[0])  # every parameter is given: sceptre sends them all
     phase1 = {**live, "MigrationLcImageId": image, "MigrationDesiredCapacity": "1"}
     phase2 = {**phase1, "LcImageId": image, "MigrationDesiredCapacity": "0"}
@@ -64,6 +60,18 @@ def sceptre(world: World, image: str, root: pathlib.Path) -> dict[str, float]:
     return total
 
 
+def write_sceptre_project(project: pathlib.Path, n: int, params: dict[str, str]) -> None:
+    """A sceptre project whose group `GROUP` holds the n stacks, each with `params`."""
+    (project / "templates").mkdir(parents=True, exist_ok=True)
+    (project / "templates" / "biglearn-stack.json").write_text(template_body())
+    (project / "config" / GROUP).mkdir(parents=True, exist_ok=True)
+    (project / "config" / "config.yaml").write_text(f"project_code: {PROJECT}\nregion: us-east-1\n")
+    for i in range(n):
+        body = {"template": {"path": "biglearn-stack.json", "type": "file"}, "parameters": params}
+        (project / "config" / GROUP / f"s{i}.yaml").write_text(json.dumps(body))
+    assert stack_name(0) == f"{PROJECT}-{GROUP}-s0"  # sceptre's naming: the same stacks
+
+
 def _current_api_image(world: World, phase1: dict[str, str]) -> dict[str, str]:
     # Phase 1 must keep the API group where it is: read it as the runbook would (not counted).
     live = world.live_images()
@@ -71,10 +79,7 @@ def _current_api_image(world: World, phase1: dict[str, str]) -> dict[str, str]:
 
 
 def _write_configs(project: pathlib.Path, world: World, params: dict[str, str]) -> None:
-    for i in range(world.n):
-        body = {"template": {"path": "biglearn-stack.json", "type": "file"}, "parameters": params}
-        (project / "config" / GROUP / f"s{i}.yaml").write_text(json.dumps(body))
-    assert stack_name(0) == f"{PROJECT}-{GROUP}-s0"  # sceptre's naming: the same stacks
+    write_sceptre_project(project, world.n, params)
 
 
 def compare(world: World, daemon_row: dict[str, Any], root: pathlib.Path) -> dict[str, Any]:
