@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from moto.autoscaling.models import FakeAutoScalingGroup, autoscaling_backends
 from moto.cloudformation.models import Event, Stack, cloudformation_backends
 from moto.cloudformation.utils import get_stack_from_s3_url
 from moto.core.utils import utcnow
@@ -118,7 +119,7 @@ class StackUpdates:
     def update(self, account_id: str, region: str, form: Mapping[str, str]) -> str:
         """Start an update from the request's form fields; the stack id, or `Refused`."""
         with self.lock:
-            stack = _find_stack(account_id, region, form.get("StackName", ""))
+            stack = find_stack(account_id, region, form.get("StackName", ""))
             token = form.get("ClientRequestToken")
             running = self._running.get(stack.stack_id)
             if running is not None and token is not None and running.token == token:
@@ -166,7 +167,7 @@ class StackUpdates:
     def cancel(self, account_id: str, region: str, form: Mapping[str, str]) -> None:
         """Roll back the update in progress, as CancelUpdateStack does."""
         with self.lock:
-            stack = _find_stack(account_id, region, form.get("StackName", ""))
+            stack = find_stack(account_id, region, form.get("StackName", ""))
             running = self._running.get(stack.stack_id)
             if stack.status != "UPDATE_IN_PROGRESS" or running is None:
                 raise Refused("CancelUpdateStack cannot be called from current stack status")
@@ -178,7 +179,7 @@ class StackUpdates:
     def continue_rollback(self, account_id: str, region: str, form: Mapping[str, str]) -> None:
         """Finish a rollback that failed (UPDATE_ROLLBACK_FAILED), as a person would ask."""
         with self.lock:
-            stack = _find_stack(account_id, region, form.get("StackName", ""))
+            stack = find_stack(account_id, region, form.get("StackName", ""))
             if stack.status != "UPDATE_ROLLBACK_FAILED":
                 raise Refused("ContinueUpdateRollback cannot be called from current stack status")
             current = _Update(stack, None, str(stack.template), live_parameters(stack), None)
@@ -240,7 +241,7 @@ class StackUpdates:
 # --- request parsing and AWS's parameter rules -------------------------------------------
 
 
-def _find_stack(account_id: str, region: str, name_or_id: str) -> Stack:
+def find_stack(account_id: str, region: str, name_or_id: str) -> Stack:
     backend = cloudformation_backends[account_id][region]
     try:
         return backend.get_stack(name_or_id)
@@ -332,3 +333,31 @@ def _apply(stack: Stack, template: str, parameters: dict[str, str]) -> None:
     stack.resource_map.update(stack.template_dict, parameters)
     stack.output_map = stack._create_output_map()
     stack.parameters = dict(parameters)
+    tag_groups(stack)
+
+
+def tag_groups(stack: Stack) -> None:
+    """Tag the stack's Auto Scaling groups as AWS does every resource CloudFormation makes
+    (`aws:cloudformation:stack-name`, `-stack-id`, `-logical-id`); moto tags none of them,
+    and replaces a group on every image change, so this runs after each create and update."""
+    backend = autoscaling_backends[stack.account_id][stack.region_name]
+    tags: list[dict[str, str]] = []
+    for logical, resource in list(stack.resource_map._parsed_resources.items()):
+        if not isinstance(resource, FakeAutoScalingGroup):
+            continue
+        for key, value in (
+            ("aws:cloudformation:stack-name", stack.name),
+            ("aws:cloudformation:stack-id", stack.stack_id),
+            ("aws:cloudformation:logical-id", logical),
+        ):
+            tags.append(
+                {
+                    "ResourceId": resource.name,
+                    "ResourceType": "auto-scaling-group",
+                    "Key": key,
+                    "Value": value,
+                    "PropagateAtLaunch": "true",
+                }
+            )
+    if tags:
+        backend.create_or_update_tags(tags)

@@ -15,6 +15,7 @@ Rules of this file:
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import os
@@ -77,7 +78,16 @@ class Middleware:
             if service == "cloudformation" and action in _OURS:
                 return self._ours(environ, start_response, action, access_key, region, body)
             # Materialize moto's answer while holding the lock: its iterable may be lazy.
-            return [b"".join(self._app(environ, start_response))]
+            answer = [b"".join(self._app(environ, start_response))]
+            if service == "cloudformation" and action == "CreateStack":
+                self._tag_created(access_key, region, body)
+            return answer
+
+    def _tag_created(self, access_key: str, region: str, body: bytes) -> None:
+        """The groups of a stack moto just created carry CloudFormation's tags, as on AWS."""
+        name = dict(parse_qsl(body.decode("utf-8"))).get("StackName", "")
+        with contextlib.suppress(cfn.Refused):  # the create failed: moto's answer says why
+            cfn.tag_groups(cfn.find_stack(_account(access_key), region, name))
 
     def _ours(
         self,

@@ -50,6 +50,36 @@ def test_an_ami_only_update_replaces_the_api_instances_behind_the_load_balancer(
     }
 
 
+def _cloudformation_tags(emulator: Emulator) -> dict[str, tuple[str, str]]:
+    """Group name -> (stack-name tag, logical-id tag) for every tagged group."""
+    groups = emulator.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    found = {}
+    for g in groups:
+        tags = {t["Key"]: t["Value"] for t in g.get("Tags", [])}
+        if "aws:cloudformation:logical-id" in tags:
+            found[g["AutoScalingGroupName"]] = (
+                tags["aws:cloudformation:stack-name"],
+                tags["aws:cloudformation:logical-id"],
+            )
+    return found
+
+
+def test_groups_carry_cloudformation_tags_after_create_and_after_a_replacing_update(
+    emulator: Emulator, stack: str, cfn: Any, images: tuple[str, str]
+) -> None:
+    """As on AWS: a group names its stack and logical id, also the one an update recreated."""
+    before, _, _ = _group_images(emulator, "Asg1")
+    migration, _, _ = _group_images(emulator, "MigrationAsg")
+    assert _cloudformation_tags(emulator) == {
+        before: (STACK, "Asg1"),
+        migration: (STACK, "MigrationAsg"),
+    }
+    assert _update(cfn, emulator, LcImageId=images[1]) == "UPDATE_COMPLETE"
+    after, _, _ = _group_images(emulator, "Asg1")
+    assert after != before
+    assert _cloudformation_tags(emulator)[after] == (STACK, "Asg1")
+
+
 def test_throttling_answers_rate_exceeded_on_the_chosen_service_only(
     emulator: Emulator, stack: str
 ) -> None:
