@@ -118,6 +118,9 @@ class Daemon:
         # A step still running when its next run comes up is skipped by design
         # (max_instances=1); APScheduler warns each time, which floods logs at scale.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        # Two lines per job run ("Running job", "executed successfully"): at 50 stacks ticking
+        # every second that is most of the log and of the daemon's CPU.
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(conf.scheduling.workers),

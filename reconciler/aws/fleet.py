@@ -2,11 +2,12 @@
 
 Rules of this file (docs/decisions/0008-fleet-observation.md):
 - Per (region, role) one paged DescribeStacks (batch.py), one paged
-  DescribeAutoScalingGroups with the images of their instances (DescribeInstances, 200 ids a
-  call), and per record location one paged ListObjectsV2 serve every spec that steps in the
-  same tick. Only what a single stack has is read per stack: its records when their ETag
-  changed (GetObject), its load balancers' health when the planner verifies (`with_health`),
-  its resources once (DescribeStackResources, cached: logical ids do not move).
+  DescribeAutoScalingGroups, the images of their instances (DescribeInstances, 200 ids a
+  call, only when some spec verifies), and per record location one paged ListObjectsV2 serve
+  every spec that steps in the same tick. Only what a single stack has is read per stack:
+  its records when their ETag changed (GetObject), its load balancers' health when the
+  planner verifies (`with_health`), its resources once (DescribeStackResources, cached:
+  logical ids do not move).
 - Fresh enough to act on: a read serves a step only if it is at most `fresh` old (one
   tick, `--active-interval`) and began after the daemon's own last update or scaling call to
   that stack (`touched`). So a step never decides on a stack as it was before our update,
@@ -98,11 +99,10 @@ class Shared(Generic[K, T]):
 
 @dataclasses.dataclass(frozen=True)
 class Groups:
-    """Every Auto Scaling group of one account and region, with its instances' images."""
+    """Every Auto Scaling group of one account and region."""
 
     by_name: Mapping[str, AutoScalingGroupTypeDef]
     by_tag: Mapping[tuple[str, str], str]  # (stack name, logical id) -> group name
-    images: Mapping[str, str]  # instance id -> AMI
 
 
 RecordsKey = tuple[str, str | None, str, str]  # (region, role, bucket, prefix)
@@ -124,6 +124,8 @@ class Fleet:
         self._clock = clock
         self.stacks = StackCache(clients, clock)
         self._groups: Shared[Key, Groups] = Shared(self._read_groups, clock)
+        # Instance id -> AMI of every grouped instance: only a verification needs them.
+        self._images: Shared[Key, Mapping[str, str]] = Shared(self._read_images, clock)
         self._records: Shared[RecordsKey, Mapping[str, str]] = Shared(self._list_records, clock)
         self._lock = threading.Lock()
         self._touched: dict[tuple[Key, str], float] = {}
@@ -186,7 +188,7 @@ class Fleet:
             return None
         members = group.get("Instances", [])
         ids = [m["InstanceId"] for m in members]
-        known = self._groups.get(_key(sp), fresh.total_seconds(), self._not_before(sp)).images
+        known = self._images.get(_key(sp), fresh.total_seconds(), self._not_before(sp))
         healthy = health(self._clients, sp, group, ids)
         found = instances(members, known, healthy)
         return dataclasses.replace(observed, api_instances=found)
@@ -253,9 +255,14 @@ class Fleet:
                 stack, logical = tags.get(STACK_NAME_TAG), tags.get(LOGICAL_ID_TAG)
                 if stack and logical:
                     by_tag[(stack, logical)] = name
-        ids = [m["InstanceId"] for g in by_name.values() for m in g.get("Instances", [])]
-        seen = images(self._clients, region, role, ids) if ids else {}
-        return Groups(by_name, by_tag, seen)
+        return Groups(by_name, by_tag)
+
+    def _read_images(self, key: Key) -> Mapping[str, str]:
+        """The images of the instances of the groups as last listed (the caller listed them
+        within the same tick): an instance launched since shows as not yet on an image."""
+        groups = self._groups.get(key, float("inf"))
+        ids = [m["InstanceId"] for g in groups.by_name.values() for m in g.get("Instances", [])]
+        return images(self._clients, *key, ids) if ids else {}
 
     # --- the migration record -------------------------------------------------------------
 
