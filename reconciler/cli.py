@@ -91,7 +91,13 @@ COMMON: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
         _positive_int,
         "reconcile steps that may run at once (default 8)",
     ),
-    ("aws-rate", "aws.rate", parse_rate, "most AWS requests per account, e.g. 10/s (default)"),
+    (
+        "aws-rate",
+        "aws.rate",
+        parse_rate,
+        "upper bound of AWS requests per second per account, region and service, "
+        "e.g. 50/s (default); halves on throttling",
+    ),
     (
         "active-interval",
         "scheduling.active_interval",

@@ -8,6 +8,8 @@ Rules of this file:
   caller's typo cannot grow the series count.
 - Every series that carries a `name` label is recorded, so `forget(name)` can remove all of
   them when a spec leaves git, whatever the prometheus_client version offers.
+- State owned elsewhere (the AWS rate budgets) is read at scrape time through a callback
+  given to `watch_budgets`, never copied in on a timer: a scrape shows it as it is.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ import contextlib
 import importlib.metadata
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
+# (service, region, requests per second allowed now, seconds waited in all): one AWS rate
+# budget as `aws.Clients.budgets()` reports it; a plain tuple, so metrics needs no aws import.
+BudgetState = tuple[str, str, float, float]
 
 # A reconcile step is a handful of AWS reads, sometimes one update call: milliseconds when
 # idle, tens of seconds only when AWS is slow or throttling.
@@ -68,6 +73,8 @@ class Metrics:
         self._spec_error_files: set[str] = set()
         self._define_stack_metrics()
         self._define_global_metrics()
+        self._budgets = _Budgets()
+        self.registry.register(self._budgets)
         self.build_info.labels(version or _package_version()).set(1)
         for result in GIT_RESULTS:
             self.git_fetch_total.labels(result)  # at 0, so rate() works before the first error
@@ -273,9 +280,58 @@ class Metrics:
         _check("result", result, NOTIFICATION_RESULTS)
         self.notifications_total.labels(sink, result).inc()
 
+    def watch_budgets(self, budgets: Callable[[], Iterable[BudgetState]]) -> None:
+        """Read `budgets()` at every scrape for reconciler_aws_rate_limit and _wait_seconds."""
+        self._budgets.sources.append(budgets)
+
     def exposition(self) -> tuple[bytes, str]:
         """The registry in Prometheus text format, and its content type."""
         return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE
+
+
+class _Budgets:
+    """The AWS rate budgets, read from their owners at scrape time.
+
+    Labels are (service, region); two accounts (roles) with a bucket for the same service
+    and region show as one series: the lower rate (the account AWS throttles more) and the
+    sum of the waits.
+    """
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Iterable[BudgetState]]] = []
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())  # without samples; describe() keeps collect() unread
+
+    def collect(self) -> Iterator[Metric]:
+        rates: dict[tuple[str, str], float] = {}
+        waits: dict[tuple[str, str], float] = {}
+        for source in list(self.sources):
+            for service, region, rate, waited in source():
+                key = (service, region)
+                rates[key] = min(rate, rates.get(key, rate))
+                waits[key] = waits.get(key, 0.0) + waited
+        limit, wait = self._families()
+        for key in sorted(rates):
+            limit.add_metric(list(key), rates[key])
+            wait.add_metric(list(key), waits[key])
+        yield limit
+        yield wait
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        labels = ["service", "region"]
+        limit = GaugeMetricFamily(
+            "reconciler_aws_rate_limit",
+            "AWS requests per second allowed now per service and region; halves on throttling.",
+            labels=labels,
+        )
+        wait = CounterMetricFamily(
+            "reconciler_aws_rate_wait_seconds",
+            "Seconds AWS requests waited for their service's rate budget.",
+            labels=labels,
+        )
+        return limit, wait
 
 
 class _WithoutCreated:

@@ -52,11 +52,15 @@ class AwsSettings:
     """An AWS endpoint for every service (a local emulator); None means real AWS."""
     max_attempts: int = 5
     """botocore standard-mode attempts per call: throttling is retried, not failed."""
-    rate: float = 10.0
-    """Requests per second to one account and region (`--aws-rate 10/s`): CloudFormation
-    publishes no limit, and a steady 10/s leaves room for people and other tools."""
-    burst: int = 20
-    """Requests that may go at once after a quiet spell before the rate applies."""
+    rate: float = 50.0
+    """Upper bound, in requests per second, of each (account, region, service) budget
+    (`--aws-rate 50/s`). Generous because a fleet rollout shares its reads, so the daemon
+    sends few requests; each budget starts here, halves on a throttled answer and climbs
+    back slowly, which protects a real account (CloudFormation is reported to throttle
+    DescribeStacks near 5/s) without a low flat cap slowing every other service."""
+    burst: int = 50
+    """Requests of one budget that may go at once after a quiet spell (a second's worth at
+    the default rate); shrinks in proportion while the budget is halved."""
 
 
 @dataclasses.dataclass(frozen=True)

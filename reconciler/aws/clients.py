@@ -9,9 +9,13 @@ Rules of this file:
   session name "reconciler"; the STS calls go through this class too, so they are counted.
 - Every HTTP attempt, retries included, is reported to `on_request(service, operation,
   result)` with result "ok", "throttled" or "error" (reconciler_aws_requests_total).
-- With a `rate`, every HTTP attempt (retries too) first takes a token from the bucket of its
-  (region, role), that is of one account's endpoint: the daemon never sends faster than
-  that, whatever the number of workers (docs/decisions/0006-api-budget.md).
+- With a `rate`, every HTTP attempt (retries too) first takes a token from the adaptive
+  bucket of its (role, region, service), that is of one service of one account in one
+  region, shared by every client of that key: the daemon never sends faster than its current
+  rate, whatever the number of workers. A throttled attempt halves that bucket's rate
+  (`ratelimit.py`); botocore retries it, so throttling is never a failure of its own
+  (docs/decisions/0007-adaptive-rate.md). Services are botocore's names: `elb` and `elbv2`
+  have a bucket each, as they have a label each in reconciler_aws_requests_total.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import boto3
 import botocore.session
@@ -27,7 +31,7 @@ from botocore.config import Config
 from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
 
 from reconciler import crashpoints
-from reconciler.aws.ratelimit import TokenBucket
+from reconciler.aws.ratelimit import AdaptiveBucket
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -43,7 +47,16 @@ if TYPE_CHECKING:
 OnRequest = Callable[[str, str, str], None]
 Result = Literal["ok", "throttled", "error"]
 Service = Literal[
-    "cloudformation", "autoscaling", "ec2", "elb", "elbv2", "s3", "ssm", "sts", "dynamodb"
+    "cloudformation",
+    "autoscaling",
+    "ec2",
+    "elb",
+    "elbv2",
+    "s3",
+    "ssm",
+    "sts",
+    "cloudwatch",
+    "dynamodb",
 ]
 
 SESSION_NAME = "reconciler"
@@ -86,7 +99,16 @@ def classify(response: Any, caught_exception: Any) -> Result:
     return "ok"
 
 
-def _limiter(bucket: TokenBucket) -> Callable[..., None]:
+class Budget(NamedTuple):
+    """The state of one (role, region, service) bucket, for the metrics."""
+
+    service: str
+    region: str
+    rate: float  # requests per second allowed now
+    waited_seconds: float  # in all, since the daemon started
+
+
+def _limiter(bucket: AdaptiveBucket) -> Callable[..., None]:
     def wait_for_token(**_: Any) -> None:  # before-send: a non-None return would be the answer
         bucket.acquire()
 
@@ -139,12 +161,12 @@ class Clients:
         on_request: OnRequest | None = None,
         max_attempts: int = 5,
         rate: float | None = None,
-        burst: int = 20,
+        burst: int = 50,
     ) -> None:
         self.endpoint_url = endpoint_url
         self._on_request = on_request
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[tuple[str, str | None], TokenBucket] = {}
+        self.rate, self.burst = rate, burst  # upper bound per (role, region, service); None: none
+        self._buckets: dict[tuple[str | None, str, str], AdaptiveBucket] = {}
         self._config = Config(
             # total_max_attempts counts the first try (botocore's max_attempts does not):
             # `max_attempts` here means what AWS_MAX_ATTEMPTS means, attempts in all.
@@ -184,6 +206,10 @@ class Clients:
     def sts(self, region: str, role_arn: str | None = None) -> STSClient:
         return cast("STSClient", self.client("sts", region, role_arn))
 
+    def cloudwatch(self, region: str, role_arn: str | None = None) -> BaseClient:
+        # No mypy_boto3_cloudwatch among the dev dependencies: the untyped client.
+        return self.client("cloudwatch", region, role_arn)
+
     # --- construction -----------------------------------------------------------------
 
     def client(self, service: Service, region: str, role_arn: str | None = None) -> BaseClient:
@@ -203,24 +229,35 @@ class Clients:
             endpoint_url=self.endpoint_url,
             config=self._config,
         )
-        if self._on_request is not None:
-            client.meta.events.register("needs-retry.*", self._counter(service))
-        if self.rate is not None:
-            client.meta.events.register("before-send.*", _limiter(self.bucket(region, role_arn)))
+        bucket = None if self.rate is None else self.bucket(service, region, role_arn)
+        if bucket is not None:
+            client.meta.events.register("before-send.*", _limiter(bucket))
+        if self._on_request is not None or bucket is not None:
+            client.meta.events.register("needs-retry.*", self._attempted(service, bucket))
         if crashpoints.ACTIVE:  # a test facility: no hooks at all in normal runs
             client.meta.events.register("before-call.*", _crashpoint("before"))
             client.meta.events.register("after-call.*", _crashpoint("after"))
         return client
 
-    def bucket(self, region: str, role_arn: str | None) -> TokenBucket:
-        """The rate limit shared by every client of one account's endpoint."""
+    def bucket(self, service: str, region: str, role_arn: str | None = None) -> AdaptiveBucket:
+        """The rate budget shared by every client of one service of one account and region."""
         assert self.rate is not None
+        key = (role_arn, region, service)
         with self._lock:
-            found = self._buckets.get((region, role_arn))
+            found = self._buckets.get(key)
             if found is None:
-                found = TokenBucket(self.rate, self.burst)
-                self._buckets[(region, role_arn)] = found
+                found = AdaptiveBucket(self.rate, self.burst)
+                self._buckets[key] = found
             return found
+
+    def budgets(self) -> list[Budget]:
+        """Every bucket's current rate and total wait, one per (role, region, service) used."""
+        with self._lock:
+            buckets = sorted(self._buckets.items(), key=lambda item: str(item[0]))
+        return [
+            Budget(service, region, bucket.rate, bucket.waited_seconds)
+            for (_, region, service), bucket in buckets
+        ]
 
     def _session(self, region: str, role_arn: str | None) -> boto3.Session:
         # One session per role: its credentials are shared by every client of that role.
@@ -236,15 +273,18 @@ class Clients:
             self._sessions[role_arn] = session
         return session
 
-    def _counter(self, service: str) -> Callable[..., None]:
+    def _attempted(self, service: str, bucket: AdaptiveBucket | None) -> Callable[..., None]:
+        """needs-retry, once per HTTP attempt: count it, and tell the bucket of throttling."""
         on_request = self._on_request
-        assert on_request is not None
 
-        def count(
+        def seen(
             response: Any = None, caught_exception: Any = None, **kwargs: Any
         ) -> None:  # botocore reads a non-None return as "retry after N seconds"
-            operation = kwargs.get("operation")
-            name = getattr(operation, "name", "unknown")
-            on_request(service, name, classify(response, caught_exception))
+            result = classify(response, caught_exception)
+            if result == "throttled" and bucket is not None:
+                bucket.throttled()
+            if on_request is not None:
+                name = getattr(kwargs.get("operation"), "name", "unknown")
+                on_request(service, name, result)
 
-        return count
+        return seen

@@ -1,4 +1,5 @@
-"""Clients: one client per (service, region, role), every HTTP attempt counted, roles assumed."""
+"""Clients: one client per (service, region, role), every HTTP attempt counted, roles assumed,
+one adaptive rate budget per (role, region, service)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.retries.standard import ExponentialBackoff
 from moto.server import ThreadedMotoServer
+from prometheus_client.parser import text_string_to_metric_families
 
+from reconciler import assemble, settings
 from reconciler.aws.clients import Clients, classify
+from reconciler.embedded import Emulator
+from reconciler.metrics import Metrics
 from tests.integration.conftest import REGION, Stack
 
 Requests = list[tuple[str, str, str]]
@@ -20,6 +26,24 @@ THROTTLED = (
     b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
     b"<Message>Rate exceeded</Message></Error><RequestId>r</RequestId></ErrorResponse>"
 )
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore retries at once: its backoff takes `random` as a default argument, bound at
+    import, so only the delay itself can be patched."""
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
+
+
+def _samples(m: Metrics, metric: str) -> dict[tuple[str, str], float]:
+    """(service, region) -> value of every `metric` sample in the exposition."""
+    body, _ = m.exposition()
+    return {
+        (sample.labels["service"], sample.labels["region"]): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == metric
+    }
 
 
 class _Raw:
@@ -75,10 +99,9 @@ def test_errors_are_counted_as_errors(clients: Clients, requests: Requests) -> N
 
 
 def test_throttled_attempts_and_their_retry_are_each_counted(
-    stack: Stack, clients: Clients, requests: Requests, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, clients: Clients, requests: Requests, no_backoff: None
 ) -> None:
     """A throttled first attempt counts as "throttled", the retry that succeeds as "ok"."""
-    monkeypatch.setattr("random.random", lambda: 0.0)  # no backoff sleep in the test
     cfn = clients.cloudformation(REGION)
     answers = [AWSResponse("https://x", 400, HTTPHeaders(), _Raw(THROTTLED))]
 
@@ -138,3 +161,71 @@ def test_an_endpoint_url_sends_every_service_there(fake_credentials: None) -> No
         assert seen == [("s3", "CreateBucket", "ok"), ("s3", "ListBuckets", "ok")]
     finally:
         server.stop()
+
+
+def test_each_service_of_each_account_and_region_has_one_budget(aws: None) -> None:
+    """Buckets are keyed by (role, region, service): every client and thread of one key
+    draws on the same one, another service, region or role has its own."""
+    clients = Clients(rate=50.0)
+    cfn = clients.bucket("cloudformation", REGION)
+    assert clients.bucket("cloudformation", REGION, None) is cfn
+    others = [
+        clients.bucket("ec2", REGION),
+        clients.bucket("cloudformation", "eu-west-1"),
+        clients.bucket("cloudformation", REGION, ROLE),
+    ]
+    assert len({id(cfn), *map(id, others)}) == 4
+    assert Clients().budgets() == []  # no rate: no buckets, nothing waits
+
+
+def test_requests_wait_only_for_their_own_services_budget(aws: None) -> None:
+    """At 10/s with a burst of 1, three CloudFormation calls from two threads queue up on
+    one bucket; two EC2 calls of the same account in between do not wait for them."""
+    clients = Clients(rate=10.0, burst=1)
+    cfn = clients.cloudformation(REGION)
+    ec2 = clients.ec2(REGION)
+    ec2.describe_instances()
+    threads = [threading.Thread(target=cfn.describe_stacks) for _ in range(2)]
+    for t in threads:
+        t.start()
+    cfn.describe_stacks()
+    for t in threads:
+        t.join()
+    budgets = {(b.service, b.region): b for b in clients.budgets()}
+    assert set(budgets) == {("cloudformation", REGION), ("ec2", REGION)}
+    assert budgets["cloudformation", REGION].waited_seconds > 0.1
+    assert budgets["ec2", REGION].waited_seconds == 0
+    assert budgets["ec2", REGION].rate == budgets["cloudformation", REGION].rate == 10.0
+
+
+def test_a_throttled_service_gets_half_the_rate_and_its_requests_are_still_answered(
+    fake_credentials: None, no_backoff: None
+) -> None:
+    """The emulator throttles 30% of CloudFormation calls: each call is still answered
+    (botocore retries), the throttled attempts are counted, CloudFormation's budget is
+    halved (a burst of throttles halves it once) and EC2's is not, as the metrics show."""
+    with Emulator(region=REGION, seed=7) as emulator:
+        m = Metrics()
+        conf = settings.Settings(aws=settings.AwsSettings(endpoint_url=emulator.endpoint_url))
+        clients = assemble.clients(conf, m.aws_request)  # as the daemon builds them
+        clients.ec2(REGION).describe_instances()
+        emulator.faults.throttle(0.3, service="cloudformation")
+        for _ in range(10):
+            assert clients.cloudformation(REGION).describe_stacks()["Stacks"] == []
+    throttled = _samples_by_result(m, "throttled")
+    assert throttled == emulator.faults.injected > 0
+    rates = _samples(m, "reconciler_aws_rate_limit")
+    assert rates["ec2", REGION] == 50.0
+    assert 50.0 / 32 <= rates["cloudformation", REGION] < 30.0
+    waits = _samples(m, "reconciler_aws_rate_wait_seconds_total")
+    assert set(waits) == {("cloudformation", REGION), ("ec2", REGION)}
+
+
+def _samples_by_result(m: Metrics, result: str) -> float:
+    body, _ = m.exposition()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "reconciler_aws_requests_total" and sample.labels["result"] == result
+    )

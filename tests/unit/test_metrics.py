@@ -157,6 +157,24 @@ def test_each_instance_has_its_own_registry() -> None:
     }
 
 
+def test_aws_rate_budgets_are_read_at_scrape_time() -> None:
+    """The gauge and the wait counter show each (service, region) as the callback says
+    now; two accounts with the same service and region show the lower rate, summed waits."""
+    budgets = [("cloudformation", "us-east-1", 50.0, 0.0)]
+    m = Metrics()
+    assert series(m, "reconciler_aws_rate_limit") == {}
+    m.watch_budgets(lambda: budgets)
+    budgets[:] = [
+        ("cloudformation", "us-east-1", 25.0, 1.5),
+        ("cloudformation", "us-east-1", 50.0, 0.5),
+        ("ec2", "eu-west-1", 50.0, 0.0),
+    ]
+    cfn = (("region", "us-east-1"), ("service", "cloudformation"))
+    ec2 = (("region", "eu-west-1"), ("service", "ec2"))
+    assert series(m, "reconciler_aws_rate_limit") == {cfn: 25.0, ec2: 50.0}
+    assert series(m, "reconciler_aws_rate_wait_seconds_total") == {cfn: 2.0, ec2: 0.0}
+
+
 def test_exposition_has_build_info_and_no_created_series() -> None:
     m = Metrics(version="1.2.3")
     body, content_type = m.exposition()
@@ -181,6 +199,7 @@ def test_promtool_finds_nothing_to_complain_about() -> None:
     m.spec_errors({"deploy-specs/api.yaml": 1})
     m.aws_request("cloudformation", "UpdateStack", "ok")
     m.http_request("metrics", 200)
+    m.watch_budgets(lambda: [("cloudformation", "us-east-1", 25.0, 1.5)])
     body, _ = m.exposition()
     done = subprocess.run(
         [promtool, "check", "metrics"], input=body, capture_output=True, check=False
