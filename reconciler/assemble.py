@@ -7,23 +7,20 @@ when first used), so both callers stay in charge of when work starts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from reconciler import aws, metrics, planner, settings, source
 
 
-def clients(conf: settings.Settings, on_request: Callable[[str, str, str], None]) -> aws.Clients:
-    """One counted, rate-limited client cache for every AWS call of this process.
-
-    When `on_request` is a `Metrics`' own `aws_request` (as the daemon and the one-shot
-    commands pass it), those metrics also show the rate budgets at every scrape.
-    """
+def clients(conf: settings.Settings, counted: metrics.Metrics) -> aws.Clients:
+    """One counted, rate-limited client cache for every AWS call of this process; `counted`
+    counts every request and shows the rate budgets at every scrape."""
     built = aws.Clients(
-        conf.aws.endpoint_url, on_request, conf.aws.max_attempts, conf.aws.rate, conf.aws.burst
+        conf.aws.endpoint_url,
+        counted.aws_request,
+        conf.aws.max_attempts,
+        conf.aws.rate,
+        conf.aws.burst,
     )
-    owner = getattr(on_request, "__self__", None)  # the callers hand us a bound method only
-    if isinstance(owner, metrics.Metrics):
-        owner.watch_budgets(built.budgets)
+    counted.watch_budgets(built.budgets)
     return built
 
 

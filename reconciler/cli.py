@@ -299,7 +299,7 @@ def _local(conf: settings.Settings) -> Local:
     cat.update(assemble.git_source(conf).poll())
     store = Store.in_state_dir(conf.state_dir)
     metrics = Metrics()
-    clients = assemble.clients(conf, metrics.aws_request)
+    clients = assemble.clients(conf, metrics)
     eng = engine.Engine(
         clients, store, metrics, assemble.policy(conf), fresh=conf.scheduling.active_interval
     )

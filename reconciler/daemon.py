@@ -94,7 +94,7 @@ class Daemon:
         self.metrics = Metrics()
         conf.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = Store.lock_state_dir(conf.state_dir)
-        clients = assemble.clients(conf, self.metrics.aws_request)
+        clients = assemble.clients(conf, self.metrics)
         # SQLite in the state dir, or the shared DynamoDB table and its per-spec leases.
         self.replicas = replicas.Replicas(conf, clients)
         self.store = self.replicas.store

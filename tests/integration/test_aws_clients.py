@@ -207,7 +207,7 @@ def test_a_throttled_service_gets_half_the_rate_and_its_requests_are_still_answe
     with Emulator(region=REGION, seed=7) as emulator:
         m = Metrics()
         conf = settings.Settings(aws=settings.AwsSettings(endpoint_url=emulator.endpoint_url))
-        clients = assemble.clients(conf, m.aws_request)  # as the daemon builds them
+        clients = assemble.clients(conf, m)  # as the daemon builds them
         clients.ec2(REGION).describe_instances()
         emulator.faults.throttle(0.3, service="cloudformation")
         for _ in range(10):
