@@ -22,6 +22,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reconciler import aws, catalog, model, planner, spec
+from reconciler.aws.batch import NotYet
 from reconciler.aws.fleet import Fleet
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
@@ -307,7 +308,11 @@ class Engine:
             self._report(status)
 
     def _step(self, status: StackStatus, loaded: catalog.LoadedSpec) -> StepResult:
-        observed, memory, decision, now = self._look(status, loaded)
+        try:
+            observed, memory, decision, now = self._look(status, loaded)
+        except NotYet:
+            # The shared reads this step needs are due but paced: decide nothing now.
+            return StepResult(status.name, status.phase, status.message, None, "active")
         # Record first: a crash after this line resumes from what was decided.
         self.store.apply(status.name, decision.effects)
         sent: Literal["sent", "noop"] | None = None

@@ -34,6 +34,21 @@ if TYPE_CHECKING:
 Key = tuple[str, str | None]  # (region, role ARN)
 
 BATCH_MIN = 4  # fewer managed stacks than this: reading each by name is as cheap
+# A paced shared read begins at most once per DUTY times its own last duration: a listing
+# of 1000 stacks takes seconds, and re-reading it back to back would crowd out the updates
+# (and, on AWS, throttle the account). Steps that want a newer one wait for the next.
+DUTY = 4.0
+
+
+class NotYet(Exception):
+    """A newer shared read is wanted, but the last one began too recently: try next tick."""
+
+
+def too_soon(now: float, started: float, ended: float) -> bool:
+    """Whether a paced read that began at `started` and ended at `ended` may not repeat yet."""
+    return now - started < DUTY * max(ended - started, 0.0)
+
+
 OFF_FOR = 10  # listings skipped (in units of max_age) once batching did not pay off
 
 
@@ -64,9 +79,11 @@ class StackCache:
         max_age: dt.timedelta,
         managed: int,
         not_before: float = float("-inf"),
+        paced: bool = False,
     ) -> StackTypeDef | None:
         """The stack from a listing at most `max_age` old and begun after `not_before`
-        (monotonic); None to read it by name instead."""
+        (monotonic); None to read it by name instead. `paced`: raise NotYet rather than
+        list again sooner than DUTY times the last listing took."""
         if managed < BATCH_MIN:
             return None
         listing = self._listing(key)
@@ -78,6 +95,8 @@ class StackCache:
             if now < listing.off_until and listing.pages > managed:
                 return None
             if now - listing.at > max_age.total_seconds() or listing.started < not_before:
+                if paced and too_soon(now, listing.started, listing.at):
+                    raise NotYet(f"the stacks of {key[0]} were listed moments ago")
                 self._refresh(key, listing)
                 if listing.pages > managed:
                     listing.off_until = now + OFF_FOR * max_age.total_seconds()

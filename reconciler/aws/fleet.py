@@ -12,6 +12,10 @@ Rules of this file (docs/decisions/0008-fleet-observation.md):
   tick, `--active-interval`) and began after the daemon's own last update or scaling call to
   that stack (`touched`). So a step never decides on a stack as it was before our update,
   and CloudFormation itself refuses an update to a stack that became busy meanwhile.
+- Paced: a shared read begins at most once per DUTY times its last duration (batch.py); a
+  step that wants a newer one meanwhile gets NotYet and waits for the next tick, deciding
+  nothing. At 50 stacks that never bites (a listing takes a tenth of the tick); at 1000 it
+  keeps the listings from crowding out the updates.
 - A group that CloudFormation replaced (emulators replace a group on every image change and
   tag none) is found without a per-stack call: by the tags `aws:cloudformation:stack-name`
   and `aws:cloudformation:logical-id` where AWS sets them, else as the one unclaimed group
@@ -34,7 +38,7 @@ import structlog
 
 from reconciler import model, spec
 from reconciler.aws import records
-from reconciler.aws.batch import Key, StackCache, stack_view
+from reconciler.aws.batch import Key, NotYet, StackCache, stack_view, too_soon
 from reconciler.aws.clients import Clients
 
 # Names, not the module: the package's `observe` is the function of that module.
@@ -88,7 +92,10 @@ class Shared(Generic[K, T]):
         with self._lock:
             entry = self._entries.setdefault(key, _Entry())
         with entry.lock:
-            stale = self._clock() - entry.at > max_age or entry.started < not_before
+            now = self._clock()
+            stale = now - entry.at > max_age or entry.started < not_before
+            if entry.value is not None and stale and too_soon(now, entry.started, entry.at):
+                raise NotYet("read moments ago")
             if entry.value is None or stale:
                 started = self._clock()
                 entry.value = self._read(key)
@@ -152,8 +159,11 @@ class Fleet:
     def observe(
         self, sp: spec.Spec, image: str, fresh: dt.timedelta, managed: int
     ) -> model.Observed | None:
-        """A partial observation (see model.Observed) fresh enough to act on, or None."""
-        listed = self.stacks.lookup(_key(sp), sp.stack_name, fresh, managed, self._not_before(sp))
+        """A partial observation (see model.Observed) fresh enough to act on, or None;
+        NotYet when the shared reads it needs may not be repeated yet."""
+        listed = self.stacks.lookup(
+            _key(sp), sp.stack_name, fresh, managed, self._not_before(sp), paced=True
+        )
         if listed is None or listed["StackStatus"] in ROLLED_BACK:
             return None  # not batched, not found, or its events hold why it rolled back
         view = stack_view(listed)

@@ -6,7 +6,9 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any, cast
 
-from reconciler.aws.batch import BATCH_MIN, OFF_FOR, StackCache
+import pytest
+
+from reconciler.aws.batch import BATCH_MIN, DUTY, OFF_FOR, NotYet, StackCache
 from reconciler.aws.clients import Clients
 
 KEY = ("us-east-1", None)
@@ -108,4 +110,28 @@ def test_batching_resumes_as_soon_as_enough_stacks_are_managed() -> None:
     assert c.listings == 1
     t.now += 31
     assert c.lookup(KEY, "s2", INTERVAL, managed=1000) is not None
+    assert c.listings == 2
+
+
+def test_a_paced_lookup_waits_rather_than_listing_again_back_to_back() -> None:
+    """A listing that took 10 s is not begun again within DUTY x 10 s of the last one: a step
+    that wants a newer one (its stack was updated since) is told NotYet, then served."""
+    c, _, t = cache(200, page_seconds=2.5)  # 4 pages: 10 s
+    assert c.lookup(KEY, "s0", INTERVAL, managed=200, paced=True) is not None
+    updated = t.now  # we just updated s0: only a listing begun after this serves it
+    t.now += 1
+    with pytest.raises(NotYet):
+        c.lookup(KEY, "s0", INTERVAL, managed=200, not_before=updated, paced=True)
+    assert c.listings == 1
+    t.now += DUTY * 10
+    assert c.lookup(KEY, "s0", INTERVAL, managed=200, not_before=updated, paced=True) is not None
+    assert c.listings == 2
+
+
+def test_an_unpaced_lookup_lists_again_whenever_it_must() -> None:
+    c, _, t = cache(200, page_seconds=2.5)
+    c.lookup(KEY, "s0", INTERVAL, managed=200)
+    updated = t.now
+    t.now += 1
+    assert c.lookup(KEY, "s0", INTERVAL, managed=200, not_before=updated) is not None
     assert c.listings == 2
