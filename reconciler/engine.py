@@ -348,7 +348,9 @@ class Engine:
         ) or self._observe(sp)
         memory = self.store.load(status.name)
         decision, now = self._plan(loaded, observed, memory)
-        if decision.needs:
+        for _ in range(2):  # groups, then health at the most; a full observation needs none
+            if not decision.needs:
+                break
             observed = self._fill(sp, observed, decision.needs)
             decision, now = self._plan(loaded, observed, memory)
         if decision.needs:  # cannot happen with a full observation; never act on it
@@ -367,13 +369,16 @@ class Engine:
     def _fill(
         self, sp: spec.Spec, observed: model.Observed, needs: frozenset[model.Need]
     ) -> model.Observed:
-        """What the planner asked for: instance health from one per-stack read, or
-        anything else (the stack's events) from this stack's own full observation."""
-        if needs == {"health"}:
+        """What the planner asked for: the groups from the shared listing, instance health
+        from one per-stack read, the stack's events from its own full observation."""
+        filled: model.Observed | None = observed
+        if "health" in needs:
             filled = self.fleet.with_health(sp, observed, self.fresh)
-            if filled is not None:
-                return filled
-        return self._observe(sp)
+        elif "groups" in needs:
+            filled = self.fleet.with_groups(sp, observed, self.fresh)
+        if filled is None or "events" in needs:
+            return self._observe(sp)
+        return filled
 
     def _observe_cheaply(self, sp: spec.Spec, memory: model.Memory) -> model.Observed | None:
         """The stack from the account's listing, when no rollout or update of ours is open

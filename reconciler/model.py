@@ -109,8 +109,8 @@ class Observed:
     api_suspended: frozenset[str] | None = None  # its suspended scaling processes
     upstream: Upstream | None = None  # with spec.promotion: the spec it follows
     # Read from the fleet's shared listings: no stack events (last_updated may be missing
-    # where AWS gives none) and no load-balancer health (api_instances is None). A rule
-    # that needs either says so in Decision.needs instead of guessing.
+    # where AWS gives none), the API group only when api_group is set, no load-balancer
+    # health (api_instances is None). A rule that needs them says so in Decision.needs.
     partial: bool = False
 
 
@@ -318,8 +318,9 @@ Effect = (
 
 Requeue = Literal["idle", "active", "retry"]
 # What a partial observation lacks and a rule may ask for: the stack's events (when it was
-# last updated), the API instances with their load-balancer health.
-Need = Literal["events", "health"]
+# last updated), the API group (capacity, scaling processes), the API instances with their
+# load-balancer health.
+Need = Literal["events", "groups", "health"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -139,11 +139,33 @@ def plan(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     ctx = Context(deployment.name, revision, deployment.spec, observed, memory, now, policy)
-    for rule in RULES:
-        decision = rule(ctx)
-        if decision is not None:
-            return decision
+    try:
+        for rule in RULES:
+            decision = rule(ctx)
+            if decision is not None:
+                return decision
+    except _Lacking as lacking:
+        # Whatever was decided on the way is void: the engine reads more and plans again.
+        message = f"reading the {lacking.need} this step needs"
+        return model.Decision(
+            Phase.WAITING, message, requeue="active", needs=frozenset({lacking.need})
+        )
     raise AssertionError("the last rule always decides")  # pragma: no cover
+
+
+class _Lacking(Exception):
+    """A rule reads what a partial observation does not hold (see model.Observed)."""
+
+    def __init__(self, need: model.Need) -> None:
+        super().__init__(need)
+        self.need = need
+
+
+def _groups_read(ctx: Context) -> None:
+    """Updates of the API group, and scaling changes, are decided on its observed state:
+    a partial observation holds the groups only when it says so (api_group)."""
+    if ctx.observed.partial and ctx.observed.api_group is None:
+        raise _Lacking("groups")
 
 
 def failure(
@@ -284,6 +306,8 @@ def _heal_scaling(ctx: Context) -> model.Decision | None:
     owned = ctx.memory.scaling_owned
     r = ctx.memory.rollout
     holding = r is not None and r.active and r.scaling_suspended_at is not None
+    if owned and not holding:
+        _groups_read(ctx)
     if not owned or holding or ctx.observed.api_suspended is None:
         return None
     still = owned & ctx.observed.api_suspended
@@ -508,6 +532,7 @@ def _suspend_scaling(ctx: Context, rollout: model.RolloutMemory) -> model.Decisi
     fight the rolling update; only processes not already suspended become ours to resume."""
     if not ctx.want.rollout.suspend_scaling:
         return None
+    _groups_read(ctx)
     suspended, group = ctx.observed.api_suspended, ctx.observed.api_group
     if suspended is None or group is None:
         return model.Decision(
@@ -708,6 +733,8 @@ def _update(
     step: str | None = None,
 ) -> model.Decision:
     """A full-parameter UpdateStack, recorded as pending before it is sent."""
+    if kind != "migrate":  # it changes the API group: decide on the group as it is
+        _groups_read(ctx)
     parameters = tuple((name, changes.get(name)) for name in sorted(ctx.params))
     # The token names this step in this situation: the same observation gives the same
     # token (a resend after a crash is harmless), a different one a new token.

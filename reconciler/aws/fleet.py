@@ -176,16 +176,22 @@ class Fleet:
             return model.Observed(
                 stack=view, migration_record=record, problem=named.message, partial=True
             )
+        # The groups are read when a rule asks (Decision.needs): phase 1 and the gate do not.
+        return model.Observed(stack=view, migration_record=record, partial=True)
+
+    def with_groups(
+        self, sp: spec.Spec, observed: model.Observed, fresh: dt.timedelta
+    ) -> model.Observed | None:
+        """`observed` with the API group's capacity and scaling processes, from the shared
+        groups listing. None: read the stack alone."""
         group = self._api_group(sp, fresh)
         if group is None:
             return None
-        return model.Observed(
-            stack=view,
+        return dataclasses.replace(
+            observed,
             api_desired_capacity=group["DesiredCapacity"],
-            migration_record=record,
             api_group=group["AutoScalingGroupName"],
             api_suspended=frozenset(p["ProcessName"] for p in group.get("SuspendedProcesses", [])),
-            partial=True,
         )
 
     def with_health(
@@ -201,7 +207,8 @@ class Fleet:
         known = self._images.get(_key(sp), fresh.total_seconds(), self._not_before(sp))
         healthy = health(self._clients, sp, group, ids)
         found = instances(members, known, healthy)
-        return dataclasses.replace(observed, api_instances=found)
+        grouped = self.with_groups(sp, observed, fresh)  # the same listing: no request
+        return None if grouped is None else dataclasses.replace(grouped, api_instances=found)
 
     # --- groups -------------------------------------------------------------------------
 

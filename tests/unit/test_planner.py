@@ -559,7 +559,7 @@ def test_after_a_rollback_the_bad_image_waits_for_a_person_or_a_new_revision() -
 
 def shared(view: model.StackView, rec: model.MigrationRecord | None = None) -> model.Observed:
     """As the fleet's listings serve it: no instance health, no events."""
-    return model.Observed(stack=view, api_desired_capacity=1, migration_record=rec, partial=True)
+    return model.Observed(stack=view, migration_record=rec, partial=True)
 
 
 def test_verifying_from_shared_reads_asks_for_the_instances_health_and_does_nothing() -> None:
@@ -582,9 +582,16 @@ def test_adopting_phase_1_without_an_update_time_asks_for_the_stack_events() -> 
     assert (d.needs, d.update, d.effects) == (frozenset({"events"}), None, ())
 
 
-def test_shared_reads_suffice_for_phase_1_and_the_gate() -> None:
+def test_shared_reads_suffice_for_phase_1_and_the_switch_asks_for_the_api_group() -> None:
     start = decide(shared(dataclasses.replace(stack(), last_updated=None)))
     assert start.update is not None and start.update.kind == "migrate" and not start.needs
     memory = model.Memory(rollout=rollout())
     gate = decide(shared(phase1_live_stack(), record("succeeded", at=T0 - minutes(1))), memory)
-    assert gate.update is not None and gate.update.kind == "switch" and not gate.needs
+    assert (gate.needs, gate.update, gate.effects) == (frozenset({"groups"}), None, ())
+    grouped = dataclasses.replace(
+        shared(phase1_live_stack(), record("succeeded", at=T0 - minutes(1))),
+        api_group="Stack1-Asg1-X",
+        api_suspended=frozenset(),
+    )
+    switch = decide(grouped, memory)
+    assert switch.update is not None and switch.update.kind == "switch" and not switch.needs

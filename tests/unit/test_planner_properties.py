@@ -56,7 +56,9 @@ class World:
         full = self.observe(image)
         assert full.stack is not None
         view = dataclasses.replace(full.stack, last_updated=None)
-        return dataclasses.replace(full, stack=view, api_instances=None, partial=True)
+        return dataclasses.replace(
+            full, stack=view, api_desired_capacity=None, api_instances=None, partial=True
+        )
 
     def send(self, update: model.StackUpdate, now: dt.datetime) -> None:
         assert self.in_flight is None, "an update was sent to a busy stack"
