@@ -23,7 +23,6 @@ the emulator's CPU from moto's own process.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import datetime as dt
 import json
@@ -31,6 +30,7 @@ import os
 import pathlib
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -312,8 +312,8 @@ def build(n: int, root: pathlib.Path) -> World:
                 Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in first.items()],
             )
 
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            list(pool.map(create, range(n)))
+        for i in range(n):  # one at a time: moto's create_stack is not thread-safe
+            create(i)
         repo = root / "repo"
         (repo / "deploy-specs").mkdir(parents=True)
         git(repo, "init", "-q", "-b", "main")
@@ -354,6 +354,14 @@ def _errors(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
     return {k: d for k in sorted(b) if (d := b[k] - a.get(k, 0))}
 
 
+def _upstream(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """Seconds moto took to answer, per operation (all clients), busiest first."""
+    a = {f"{s}:{o}": float(t) for s, o, t in before.get("upstream_s", [])}
+    b = {f"{s}:{o}": float(t) for s, o, t in after.get("upstream_s", [])}
+    spent = {k: round(t - a.get(k, 0.0), 2) for k, t in b.items()}
+    return dict(sorted(((k, t) for k, t in spent.items() if t), key=lambda kv: -kv[1]))
+
+
 def requests_between(before: dict[str, Any], after: dict[str, Any], n: int) -> dict[str, Any]:
     b0, b1 = _by_client(before), _by_client(after)
     tool = b1.get("tool", 0) - b0.get("tool", 0)
@@ -366,6 +374,7 @@ def requests_between(before: dict[str, Any], after: dict[str, Any], n: int) -> d
         "req_per_stack_tool": round(tool / n, 2),
         "ops_tool": _ops(before, after, "tool"),
         "errors": _errors(before, after),
+        "moto_answer_s": _upstream(before, after),
     }
 
 
@@ -641,6 +650,7 @@ def measure(
         finally:
             if world is not None:
                 world.close()
+        row["code"] = code_revision()  # the tree may move between runs: say which one ran
         if row.get("wall_s"):
             share = {
                 "tool_cpu_share_of_wall": round(row["cpu_s"] / row["wall_s"], 3),
@@ -772,22 +782,35 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _git_out(*args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], check=False, capture_output=True, text=True, cwd=PROJECT_ROOT
+    )
+    return done.stdout.strip()
+
+
+def code_revision() -> str:
+    """HEAD, with `+dirty` when reconciler/ has uncommitted changes."""
+    dirty = bool(_git_out("status", "--porcelain", "--", "reconciler"))
+    return _git_out("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+
+
 def versions() -> dict[str, Any]:
     """What was measured: the code's revision (and whether reconciler/ had local changes)."""
     from importlib.metadata import version  # noqa: PLC0415
 
-    def out(*argv: str) -> str:
-        done = subprocess.run(argv, check=False, capture_output=True, text=True, cwd=PROJECT_ROOT)
-        return done.stdout.strip()
-
     sceptre = PEERS / "sceptre"
+    peer = None
+    if sceptre.exists():
+        argv = [str(sceptre), "--version"]
+        peer = subprocess.run(argv, check=False, capture_output=True, text=True).stdout.strip()
     return {
-        "revision": out("git", "rev-parse", "--short", "HEAD"),
-        "dirty": bool(out("git", "status", "--porcelain", "--", "reconciler")),
+        "revision": _git_out("rev-parse", "--short", "HEAD"),
+        "dirty": bool(_git_out("status", "--porcelain", "--", "reconciler")),
         "python": sys.version.split()[0],
         "moto": version("moto"),
         "boto3": version("boto3"),
-        "sceptre": out(str(sceptre), "--version") if sceptre.exists() else None,
+        "sceptre": peer,
     }
 
 
@@ -810,11 +833,16 @@ def main(argv: list[str] | None = None) -> int:
         help="steady-state window in spec intervals, after one more (0: skip)",
     )
     parser.add_argument(
-        "--timeout-per-stack", type=float, default=4.0, help="seconds per stack for each wait"
+        "--timeout-per-stack",
+        type=float,
+        default=10.0,
+        help="seconds per stack for each wait (plain moto's updates slow down as N grows)",
     )
     parser.add_argument("--json", help="write every figure to this file")
     parser.add_argument("--work-dir", help="keep the worlds, logs and state here")
     args = parser.parse_args(argv)
+    # SIGTERM as Ctrl-C: the finally blocks stop the daemon, moto and the proxy.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(s) for s in args.fleet_sizes.split(",") if s]
     compare_at = sizes[0] if args.compare_at is None else args.compare_at
     runs = [r for r in args.runs.split(",") if r]
@@ -828,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = runs if n == compare_at else ["defaults"]
         timeout = 120 + args.timeout_per_stack * n
         results.append(measure(n, todo, work, args.steady_intervals, timeout))
+        print("\n" + table(results[-1]) + "\n", flush=True)  # now: the next N may take long
     usage = resource.getrusage(resource.RUSAGE_SELF)
     meta = {
         **versions(),

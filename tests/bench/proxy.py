@@ -23,8 +23,9 @@ AWS endpoint; the harness makes its own setup and ground-truth calls straight to
   (seeded by the harness with `POST /__bench/live`), so the harness can see convergence
   without polling moto and loading it.
 - `GET /__bench/converged?image=X`: how many stacks run X with no migration instance.
-- `GET /__bench/stats`: every count, the times (CLOCK_MONOTONIC, comparable across the
-  processes of one machine) of each accepted UpdateStack, the records written.
+- `GET /__bench/stats`: every count, moto's answer time summed per operation, the times
+  (CLOCK_MONOTONIC, comparable across the processes of one machine) of each accepted
+  UpdateStack, the records written.
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ class State:
         self.lock = threading.Lock()
         self.requests: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.errors: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        self.upstream_s: dict[tuple[str, str], float] = collections.defaultdict(float)
         self.throttle_every = 0
         self.tool_seen = 0  # the tool's requests, for "every k-th"
         self.update_times: list[float] = []  # accepted UpdateStack calls, CLOCK_MONOTONIC
@@ -204,6 +206,7 @@ class State:
                 "now": time.monotonic(),
                 "requests": [[*k, n] for k, n in sorted(self.requests.items())],
                 "errors": [[*k, n] for k, n in sorted(self.errors.items())],
+                "upstream_s": [[*k, round(t, 4)] for k, t in sorted(self.upstream_s.items())],
                 "throttle_every": self.throttle_every,
                 "update_times": list(self.update_times),
                 "records_queued": len(self.records_done),
@@ -383,6 +386,7 @@ class Handler(BaseHTTPRequestHandler):
         if throttle:
             self._answer(*throttle_answer(protocol_of(service, self.headers)))
             return
+        started = time.monotonic()
         try:
             status, headers, answer = self._forward(body)
         except OSError as exc:
@@ -390,8 +394,9 @@ class Handler(BaseHTTPRequestHandler):
                 state.errors[(service, op, client, "502")] += 1
             self._answer(502, {"Content-Type": "text/plain"}, str(exc).encode())
             return
-        if status >= 400:
-            with state.lock:
+        with state.lock:
+            state.upstream_s[(service, op)] += time.monotonic() - started
+            if status >= 400:
                 state.errors[(service, op, client, str(status))] += 1
         if op == "UpdateStack" and status == 200:
             self._updated(form)
