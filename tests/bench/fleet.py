@@ -481,6 +481,7 @@ def run_daemon(
         row["first_sync_s"] = round(wait_in_sync(d, n, old, started + timeout, period) - started, 1)
         if steady_intervals:
             row["steady"] = steady(d, world, steady_intervals)
+            print(json.dumps({"partial": row}), flush=True)  # a long rollout may follow
         else:
             time.sleep(3)  # a quiet moment on the first image before the merge
         before, c0 = world.stats(), d.counters()
