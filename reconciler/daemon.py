@@ -42,6 +42,7 @@ JITTER = 0.1  # share of a period added at random, so many daemons do not poll i
 # active interval: a 3-minute instance replacement costs ~10 polls, not 36, and a phase
 # change (the next thing to act on) resets the period.
 ACTIVE_BACKOFF, ACTIVE_CAP = 1.5, 4.0
+SENT_LOOK = 4.0  # after sending an update, the next step comes this many times sooner
 # botocore's ClientError text, which the engine passes on as "AWS: <error>".
 _AWS_ERROR_CODE = re.compile(r"An error occurred \((\w+)\)")
 Uniform = Callable[[float, float], float]  # random.uniform, or a fixed stand-in in tests
@@ -354,7 +355,13 @@ class Daemon:
         if result.error is not None:
             return self._error_delay(errors, result.error, interval)
         if result.requeue == "active":
-            return min(self._active_delay(loaded.deployment.name, result), interval)
+            delay = self._active_delay(loaded.deployment.name, result)
+            if result.sent == "sent":
+                # Look again within a quarter tick: an update that settles at once (a
+                # parameter-only change CloudFormation finds nothing to replace for, or an
+                # emulator) moves on then; one still in progress costs one shared read.
+                delay = delay / SENT_LOOK
+            return min(delay, interval)
         with self._guard:
             self._streaks.pop(loaded.deployment.name, None)
         if result.requeue == "retry":

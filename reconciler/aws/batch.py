@@ -37,7 +37,7 @@ BATCH_MIN = 4  # fewer managed stacks than this: reading each by name is as chea
 # A paced shared read begins at most once per DUTY times its own last duration: a listing
 # of 1000 stacks takes seconds, and re-reading it back to back would crowd out the updates
 # (and, on AWS, throttle the account). Steps that want a newer one wait for the next.
-DUTY = 4.0
+DUTY = 2.0
 
 
 class NotYet(Exception):

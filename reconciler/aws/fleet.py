@@ -14,7 +14,7 @@ Rules of this file (docs/decisions/0008-fleet-observation.md):
   and CloudFormation itself refuses an update to a stack that became busy meanwhile.
 - Paced: a shared read begins at most once per DUTY times its last duration (batch.py); a
   step that wants a newer one meanwhile gets NotYet and waits for the next tick, deciding
-  nothing. At 50 stacks that never bites (a listing takes a tenth of the tick); at 1000 it
+  nothing. At 50 stacks that rarely bites (a listing takes a tenth of the tick); at 1000 it
   keeps the listings from crowding out the updates.
 - A group that CloudFormation replaced (emulators replace a group on every image change and
   tag none) is found without a per-stack call: by the tags `aws:cloudformation:stack-name`
@@ -87,6 +87,12 @@ class Shared(Generic[K, T]):
         self._lock = threading.Lock()
         self._entries: dict[K, _Entry[T]] = {}
         self.reads = 0  # how many reads were made; tests read it
+
+    def started(self, key: K) -> float:
+        """When the read now served for `key` began (NEVER before the first)."""
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry.started if entry is not None else NEVER
 
     def get(self, key: K, max_age: float, not_before: float = NEVER) -> T:
         with self._lock:
@@ -205,6 +211,11 @@ class Fleet:
         members = group.get("Instances", [])
         ids = [m["InstanceId"] for m in members]
         known = self._images.get(_key(sp), fresh.total_seconds(), self._not_before(sp))
+        if any(i not in known for i in ids):
+            # Instances newer than the images read (a replaced group): read them again,
+            # rather than spend this stack's health read on instances not yet known.
+            listed = self._groups.started(_key(sp))
+            known = self._images.get(_key(sp), fresh.total_seconds(), listed)
         healthy = health(self._clients, sp, group, ids)
         found = instances(members, known, healthy)
         grouped = self.with_groups(sp, observed, fresh)  # the same listing: no request
