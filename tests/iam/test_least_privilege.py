@@ -16,6 +16,7 @@ How the shipped policy is fitted to moto (`for_the_emulator`), keeping its actio
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime as dt
@@ -128,14 +129,16 @@ def without(document: dict[str, Any], action: str) -> dict[str, Any]:
 # --- the world ----------------------------------------------------------------------------
 
 
-def loaded_spec(image: str, **rollout: Any) -> catalog.LoadedSpec:
+def loaded_spec(
+    image: str, name: str = NAME, stack: str = STACK, **rollout: Any
+) -> catalog.LoadedSpec:
     doc = spec.StackDeployment.model_validate(
         {
             "apiVersion": "reconciler/v1",
             "kind": "StackDeployment",
-            "metadata": {"name": NAME},
+            "metadata": {"name": name},
             "spec": {
-                "stackName": STACK,
+                "stackName": stack,
                 "region": REGION,
                 "image": image,
                 "capacity": {"api": 1, "migration": 1},
@@ -145,7 +148,7 @@ def loaded_spec(image: str, **rollout: Any) -> catalog.LoadedSpec:
             },
         }
     )
-    return catalog.LoadedSpec(doc, f"deploy-specs/{NAME}.yaml", REVISION, stale=False)
+    return catalog.LoadedSpec(doc, f"deploy-specs/{name}.yaml", REVISION, stale=False)
 
 
 class Clock:
@@ -245,6 +248,36 @@ def drive(
 
 
 # --- the policy suffices --------------------------------------------------------------------
+
+
+def test_the_shipped_policy_alone_rolls_out_a_fleet_from_shared_reads(world: World) -> None:
+    """Four stacks, so the fleet view serves them (listings of stacks, groups and records):
+    the shipped policy allows every shared read, and none is refused."""
+    w = world
+    params = w.live()
+    stacks = [STACK] + [f"{STACK}-{i}" for i in range(1, 4)]
+    for name in stacks[1:]:
+        w.emulator.create_stack(name, params)
+    w.daemon_user(shipped_policy())
+    w.emulator.enforce_iam()
+    specs = [loaded_spec(w.new, name=s, stack=s) for s in stacks]
+    eng = w.engine()
+    for s in specs:
+        eng.track(s)
+    with contextlib.ExitStack() as workers:
+        for name in stacks:
+            workers.enter_context(MigrationWorker(w.emulator, name, LOCATION, 1, 0.05))
+        for _ in range(40):
+            results = [eng.step(s) for s in specs]
+            if all(r.phase == Phase.IN_SYNC and w.new in r.message for r in results):
+                break
+            for name in stacks:
+                w.emulator.wait_settled(name)
+    assert all(r.phase == Phase.IN_SYNC and w.new in r.message for r in results), results
+    operations = {o for _, o, _ in w.requests}
+    assert {"ListObjectsV2", "DescribeAutoScalingGroups"} <= operations  # the shared reads
+    refused = w.errors() - {("s3", "GetObject")}
+    assert refused == set(), f"calls refused: {sorted(refused)}"
 
 
 def test_the_shipped_policy_alone_rolls_out_a_new_image_to_in_sync(world: World) -> None:
