@@ -177,3 +177,33 @@ def test_a_stack_with_bad_resource_names_is_blocked_before_phase_one(
     assert result.phase == Phase.BLOCKED
     assert "NoSuchGroup" in result.message
     assert live(fleet[0])["MigrationLcImageId"] == fleet[0].old_image
+
+
+@pytest.mark.parametrize("rounds_before", [1, 2])
+def test_a_restart_mid_rollout_resumes_every_stack_with_two_updates_each(
+    fleet: list[Stack],
+    clients: Clients,
+    tmp_path: Path,
+    requests: list[tuple[str, str, str]],
+    rounds_before: int,
+) -> None:
+    """The fleet view keeps nothing durable: a new engine (empty caches) on the same store,
+    after phase 1 or after the switch was sent, finishes every stack with exactly the two
+    updates of a rollout and the switch after the record."""
+    with Store.in_state_dir(tmp_path / "state") as store:
+        first = engine.Engine(clients, store, Metrics())
+        settle(first, [loaded(s, s.old_image, "a" * 40) for s in fleet])
+        requests.clear()
+        specs = [loaded(s, s.new_image, "b" * 40) for s in fleet]
+        for _ in range(rounds_before):
+            for stack, spec_ in zip(fleet, specs, strict=True):
+                if first.step(spec_).sent and live(stack)["MigrationDesiredCapacity"] == "1":
+                    write_record(stack, stack.new_image)
+        restarted = engine.Engine(clients, store, Metrics())  # as after a crash
+        settle(restarted, specs)
+        updates = sum(1 for _, op, _ in requests if op == "UpdateStack")
+        assert updates == 2 * N
+        for stack in fleet:
+            (run,) = [r for r in store.history(stack.name.lower()) if r.image == stack.new_image]
+            assert run.result == "succeeded" and run.switch_started_at is not None
+            assert run.migrated_at is not None and run.migrated_at <= run.switch_started_at
