@@ -22,6 +22,13 @@ def main() -> int:
     server.start()
     _, port = server.get_host_and_port()
     print(f"PORT {port}", flush=True)
+    wait_until_stopped()
+    server.stop()
+    return 0
+
+
+def wait_until_stopped() -> None:
+    """Until SIGTERM, or until the parent closes our stdin (it died without telling us)."""
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
 
@@ -31,8 +38,6 @@ def main() -> int:
 
     threading.Thread(target=until_stdin_closes, daemon=True).start()
     done.wait()
-    server.stop()
-    return 0
 
 
 if __name__ == "__main__":

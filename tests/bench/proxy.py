@@ -38,13 +38,14 @@ import json
 import logging
 import queue
 import re
-import signal
 import sys
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.bench import moto_proc
 
 _HOP = frozenset(
     {
@@ -506,15 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.daemon = True
     serve.start()
     print(f"PORT {server.server_address[1]}", flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-
-    def until_stdin_closes() -> None:
-        sys.stdin.read()
-        done.set()
-
-    threading.Thread(target=until_stdin_closes, daemon=True).start()
-    done.wait()
+    moto_proc.wait_until_stopped()
     server.shutdown()
     return 0
 
