@@ -152,6 +152,13 @@ class StackUpdates:
         self._launch(update, generation, FAILURE if update.failure is not None else SUCCESS)
 
     def _launch(self, update: _Update, generation: int, steps: tuple[Step, ...]) -> None:
+        # Steps due at once are taken before the call returns (the caller holds `lock`):
+        # AWS answers CancelUpdateStack or ContinueUpdateRollback with the rollback begun,
+        # so a describe right after never sees the status from before the call.
+        while steps and steps[0][0] == 0.0:
+            _, status, action = steps[0]
+            self._step(update, status, action)
+            steps = steps[1:]
         thread = threading.Thread(
             target=self._play,
             args=(update, generation, steps),

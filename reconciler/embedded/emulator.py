@@ -250,8 +250,15 @@ class Emulator:
         self.updates.set_status(self._stack(stack_name), status, reason)
 
     def stack_status(self, stack_name: str) -> str:
-        stacks = self.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
-        return str(stacks[0]["StackStatus"])
+        """The status as the emulator holds it, read past the fault layer: a test or the
+        demo watching a stack must not be throttled by the faults it injects for the daemon."""
+        with self.updates.lock:
+            return str(self._stack(stack_name).status)
+
+    def live_parameters(self, stack_name: str) -> dict[str, str]:
+        """The stack's parameters as describe_stacks shows them, past the fault layer."""
+        with self.updates.lock:
+            return cfn.live_parameters(self._stack(stack_name))
 
     def wait_settled(self, stack_name: str, timeout: float | None = None) -> str:
         """Poll until the stack is in no *_IN_PROGRESS state; that status."""

@@ -142,9 +142,8 @@ class FaultWorld:
         return value or 0.0
 
     def live(self) -> dict[str, str]:
-        cfn = self.emulator.client("cloudformation")
-        (stack,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
-        return {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+        """What the stack runs, read past the injected faults (they are for the daemon)."""
+        return self.emulator.live_parameters(STACK)
 
 
 @pytest.fixture

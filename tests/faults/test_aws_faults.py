@@ -242,7 +242,8 @@ def test_a_stack_deleted_under_the_daemon_is_blocked_with_what_to_do(
 
 
 def _update_starts(w: FaultWorld) -> int:
-    cfn = w.emulator.client("cloudformation")
+    # Ten attempts: the faults injected for the daemon must not fail the test's own read.
+    cfn = w.emulator.client("cloudformation", attempts=10)
     events = cfn.describe_stack_events(StackName=STACK)["StackEvents"]
     return sum(
         1
