@@ -86,7 +86,6 @@ class Shared(Generic[K, T]):
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[K, _Entry[T]] = {}
-        self.reads = 0  # how many reads were made; tests read it
 
     def started(self, key: K) -> float:
         """When the read now served for `key` began (NEVER before the first)."""
@@ -106,7 +105,6 @@ class Shared(Generic[K, T]):
                 started = self._clock()
                 entry.value = self._read(key)
                 entry.started, entry.at = started, self._clock()
-                self.reads += 1
             return entry.value
 
 
