@@ -27,7 +27,7 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from reconciler import assemble, catalog, engine, http, notify, replicas, settings, source, spec
+from reconciler import assemble, catalog, engine, notify, replicas, server, settings, source, spec
 from reconciler.aws.clients import THROTTLE_CODES
 from reconciler.metrics import Metrics
 from reconciler.store import Store
@@ -131,7 +131,7 @@ class Daemon:
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
             timezone=dt.UTC,
         )
-        self.server = http.Server(
+        self.server = server.Server(
             conf.http.listen,
             Controller(self),
             self.metrics,
@@ -422,7 +422,7 @@ class Daemon:
 
 
 class Controller:
-    """What the HTTP server may ask of the daemon (http.Controller)."""
+    """What the HTTP server may ask of the daemon (server.Controller)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon

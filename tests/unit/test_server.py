@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import structlog
 
-from reconciler.http import Limits, Server, parse_listen
 from reconciler.metrics import Metrics
+from reconciler.server import Limits, Server, parse_listen
 
 TOKEN = "t0ken-for-tests-123"
 SECRET = "hook-secret-456"
