@@ -14,7 +14,6 @@ import dataclasses
 import datetime as dt
 import heapq
 import json
-import math
 import os
 import pathlib
 import sys
@@ -24,7 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
@@ -40,113 +39,32 @@ from reconciler import (
     source,
     spec,
 )
-from reconciler.aws.ratelimit import parse_rate
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
 from reconciler.store import Store, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 TERMINAL = frozenset({Phase.IN_SYNC, Phase.FAILED, Phase.BLOCKED, Phase.PAUSED})
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered not in ("1", "0", "true", "false", "yes", "no"):
-        raise ValueError(f"{text!r} is not true or false")
-    return lowered in ("1", "true", "yes")
-
-
-# (flag, settings path, parser, help): the options every command understands.
-COMMON: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
-    ("repo", "git.repo", str, "URL or path of the git repository with the specs (default .)"),
-    ("branch", "git.branch", str, "branch to follow (default main)"),
-    ("path", "git.path", str, "folder of spec files in the repository (default deploy-specs)"),
-    ("state-dir", "state_dir", pathlib.Path, "where the git clone and the store live"),
-    ("listen", "http.listen", str, "HTTP address of the daemon (default 127.0.0.1:9108)"),
-    ("endpoint-url", "aws.endpoint_url", str, "AWS endpoint, e.g. a local emulator"),
-    ("log-format", "log_format", str, "json | console | auto"),
-    ("log-level", "log_level", str, "debug | info | warning"),
-    ("poll-interval", "git.poll_interval", spec.parse_duration, "git poll period, e.g. 30s"),
-    ("token", "http.token", str, "bearer token of the daemon's controls"),
-    ("webhook-secret", "http.webhook_secret", str, "HMAC secret of the git webhook"),
-    (
-        "allow-unauthenticated-controls",
-        "http.allow_unauthenticated_controls",
-        _boolean,
-        "accept runtime controls without a token (never on a shared network)",
-    ),
-    (
-        "workers",
-        "scheduling.workers",
-        _positive_int,
-        "reconcile steps that may run at once (default 8)",
-    ),
-    (
-        "aws-rate",
-        "aws.rate",
-        parse_rate,
-        "upper bound of AWS requests per second per account, region and service, "
-        "e.g. 50/s (default); halves on throttling",
-    ),
-    (
-        "active-interval",
-        "scheduling.active_interval",
-        spec.parse_duration,
-        "reconcile period while a rollout moves (default 1s)",
-    ),
-    # Webhook URLs are secrets: the environment variables keep them out of `ps`.
-    ("notify-url", "notify.url", str, "JSON webhook told of rollout transitions (a secret)"),
-    ("notify-slack-url", "notify.slack_url", str, "Slack webhook told of transitions (a secret)"),
-    (
-        "lock-table",
-        "replicas.lock_table",
-        str,
-        "DynamoDB table [REGION:]NAME shared by replicas (store and per-stack leases)",
-    ),
-    ("replica-id", "replicas.replica_id", str, "this replica's name in leases (hostname-pid)"),
-    ("lease-ttl", "replicas.lease_ttl", spec.parse_duration, "per-stack lease length (30s)"),
-    (
-        "verify-signatures",
-        "git.verify_signatures",
-        _boolean,
-        "deploy only commits signed by an allowed key (needs --gpg-home, --allowed-keys)",
-    ),
-    ("gpg-home", "git.gpg_home", pathlib.Path, "keyring (GNUPGHOME) with the allowed public keys"),
-    (
-        "allowed-keys",
-        "git.allowed_keys",
-        lambda text: tuple(k for k in text.replace(",", " ").split() if k),
-        "fingerprints of the keys allowed to sign deployed commits, comma-separated",
-    ),
-)
-SWITCHES = frozenset({"verify-signatures"})  # flags that need no value, like allow-*
+T = TypeVar("T")
 
 
 class UsageError(Exception):
-    pass
+    """A usage error: printed as one line after `reconciler: `, exit 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return EXIT_USAGE
     try:
+        args = _parse(parser, argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return EXIT_USAGE
         conf = load_settings(args, os.environ)
     except UsageError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except SystemExit as exc:  # --help and --version print and stop argparse
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
     logs.configure(conf.log_format, conf.log_level)  # type: ignore[arg-type]
     handler: Callable[[argparse.Namespace, settings.Settings], int] = args.handler
     try:
@@ -165,79 +83,149 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-# --- options --------------------------------------------------------------------------
+# --- options: generated from settings.options() -----------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with each usage error one line that says where to look (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = getattr(args, "command", None)
+        prog = f"reconciler {command}" if command else "reconciler"
+        where = f"{command}: " if command else ""
+        raise UsageError(
+            f"{where}unrecognized arguments: {' '.join(unknown)} (see `{prog} --help`)"
+        )
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reconciler",
         description="Roll new machine images out to CloudFormation stacks from git: "
         "migrations first, then the API servers. Start with `reconciler demo`.",
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    for flag, _, _, help_text in COMMON:
-        is_switch = flag.startswith("allow-") or flag in SWITCHES
-        common.add_argument(
-            f"--{flag}",
-            nargs="?" if is_switch else None,
-            const="true" if is_switch else None,
-            help=f"{help_text} [env RECONCILER_{_env(flag)}]",
-        )
-    common.add_argument("--config", help="YAML file with the same option names")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, handler, help_text, extra in _COMMANDS:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text)
         extra(p)
+        _add_options(p, name)
         p.set_defaults(handler=handler)
     return parser
 
 
-def _env(flag: str) -> str:
-    return flag.upper().replace("-", "_")
+def _add_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags of the settings `command` uses; the config-only ones named in the epilog."""
+    group = p.add_argument_group(
+        "settings", "each also RECONCILER_<NAME> in the environment and a key of --config"
+    )
+    quiet = []
+    for _, opt, field in settings.options():
+        if command not in opt.commands:
+            continue
+        if not opt.flag:
+            quiet.append(opt.name)
+            continue
+        group.add_argument(
+            f"--{opt.name}",
+            dest=_dest(opt),
+            nargs="?" if opt.switch else None,
+            const="true" if opt.switch else None,
+            metavar="BOOL" if opt.switch else opt.name.split("-")[-1].upper(),
+            help=f"{opt.help}{_shown_default(opt, field)} [env {opt.env_name}]",
+        )
+    group.add_argument(
+        "--config", metavar="FILE", help="YAML file of settings [env RECONCILER_CONFIG]"
+    )
+    if quiet:
+        p.epilog = "In the environment and the config file only: " + ", ".join(quiet) + "."
+
+
+def _dest(opt: settings.Option) -> str:
+    return "setting_" + opt.name.replace("-", "_")
+
+
+def _shown_default(opt: settings.Option, field: dataclasses.Field[Any]) -> str:
+    value = field.default
+    if opt.shown_default is not None:
+        return f" (default {opt.shown_default})"
+    if value is dataclasses.MISSING or value in (None, (), False):
+        return ""
+    if isinstance(value, dt.timedelta):
+        return f" (default {spec.format_duration(value)})"
+    return f" (default {value})"
 
 
 def load_settings(
     args: argparse.Namespace, environ: os._Environ[str] | dict[str, str]
 ) -> settings.Settings:
-    """Flags over environment over config file over defaults."""
-    values: dict[str, Any] = {}
+    """Flags over environment over config file over defaults, for the options `args.command`
+    uses; the environment variables and config keys of other commands are not read."""
+    declared = [(p, o) for p, o, _ in settings.options() if args.command in o.commands]
+    given: dict[str, tuple[str, object]] = {}  # option name -> (as the user wrote it, value)
     config = getattr(args, "config", None) or environ.get("RECONCILER_CONFIG")
     if config:
-        values.update(_config_file(pathlib.Path(config)))
-    for flag, _, _, _ in COMMON:
-        env = environ.get(f"RECONCILER_{_env(flag)}")
-        if env is not None:
-            values[flag] = env
-        given = getattr(args, flag.replace("-", "_"), None)
-        if given is not None:
-            values[flag] = given
+        for key, value in _config_file(pathlib.Path(config)).items():
+            given[key] = (f"--config {config}: {key}", value)
+    for _, opt in declared:
+        if opt.env and environ.get(opt.env_name):  # empty counts as unset, as in Click
+            given[opt.name] = (opt.env_name, environ[opt.env_name])
+        flag = getattr(args, _dest(opt), None)
+        if flag is not None:
+            given[opt.name] = (f"--{opt.name}", flag)
     conf = settings.Settings()
-    for flag, path, parse, _ in COMMON:
-        if flag in values:
+    for path, opt in declared:
+        if opt.name in given and opt.parse is not None:
+            where, value = given[opt.name]
             try:
-                conf = _set(conf, path, parse(str(values[flag])))
+                conf = settings.replace(conf, path, opt.parse(_text(value)))
             except ValueError as exc:
-                raise UsageError(f"--{flag}: {exc}") from exc
-    if conf.log_format not in ("json", "console", "auto"):
-        raise UsageError("--log-format must be json, console or auto")
-    _check_signatures(conf.git)
-    return _notify_sinks(conf, values.get("notify"))
+                raise UsageError(f"{where}: {exc}") from exc
+    if args.command in settings.RUN:
+        conf = _notify_sinks(conf, given.get("notify"))
+    _check_signatures(conf.git, given.get("verify-signatures", ("",))[0])
+    return conf
 
 
-def _check_signatures(git: settings.GitSettings) -> None:
+def _text(value: object) -> str:
+    """A config file's YAML value as the text a flag would carry; ValueError if it has none."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return ",".join(str(v) for v in value)
+    if value is None:
+        raise ValueError("wants a value, got none")
+    raise ValueError(f"wants a single value, not {type(value).__name__} {value!r}")
+
+
+def _check_signatures(git: settings.GitSettings, where: str) -> None:
     """--verify-signatures with no keyring or no key would trust nothing: a usage error."""
     if git.verify_signatures:
         try:
             source.SignaturePolicy.of(git.gpg_home, git.allowed_keys)
         except ValueError as exc:
-            raise UsageError(f"--verify-signatures: {exc}") from exc
+            raise UsageError(f"{where}: {exc}") from exc
 
 
-def _notify_sinks(conf: settings.Settings, raw: object) -> settings.Settings:
+def _notify_sinks(conf: settings.Settings, given: tuple[str, object] | None) -> settings.Settings:
     """The config file's `notify:` list (sinks with routing), checked with the flags' sinks."""
+    where, raw = given or ("notify", None)
     try:
-        conf = _set(conf, "notify.sinks", notify.parse_sinks(raw))
+        conf = settings.replace(conf, "notify.sinks", notify.parse_sinks(raw))
+    except ValueError as exc:
+        raise UsageError(f"{where.removesuffix(': notify')}: {exc}") from exc
+    try:
         notify.configured(conf.notify)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -245,22 +233,39 @@ def _notify_sinks(conf: settings.Settings, raw: object) -> settings.Settings:
 
 
 def _config_file(path: pathlib.Path) -> dict[str, Any]:
+    """The file's settings; a key no command knows is refused, naming it."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"--config {path}: {exc}") from exc
-    known = {flag for flag, _, _, _ in COMMON} | {"notify"}
+        raise UsageError(f"--config {path}: {' '.join(str(exc).split())}") from exc
+    known = {opt.name for _, opt, _ in settings.options()}
     if not isinstance(data, dict) or set(data) - known:
         unknown = sorted(set(data) - known) if isinstance(data, dict) else data
         raise UsageError(f"--config {path}: unknown option(s) {unknown}")
     return data
 
 
-def _set(conf: Any, path: str, value: Any) -> Any:
-    head, _, rest = path.partition(".")
-    if not rest:
-        return dataclasses.replace(conf, **{head: value})
-    return dataclasses.replace(conf, **{head: _set(getattr(conf, head), rest, value)})
+def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """A parser for argparse's `type=`: its ValueError becomes argparse's one-line error."""
+
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return checked
+
+
+def _rfc3339(text: str) -> str:
+    """A time the daemon accepts for `--until` (as a spec's pause.until), checked here."""
+    try:
+        until = spec.Pause.model_validate({"reason": "-", "until": text}).until
+    except ValueError:
+        until = None
+    if until is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 time, such as 2026-12-01T18:00:00Z")
+    return text
 
 
 # --- validate -------------------------------------------------------------------------
@@ -367,7 +372,6 @@ def _md(text: str) -> str:
 
 
 def cmd_apply(args: argparse.Namespace, conf: settings.Settings) -> int:
-    timeout, interval = _wait_options(args, conf)  # before git or AWS: a typo costs nothing
     local = _local(conf)
     for error in local.errors:
         print(f"error: {error}", file=sys.stderr)
@@ -380,26 +384,9 @@ def cmd_apply(args: argparse.Namespace, conf: settings.Settings) -> int:
             print(_result_line(r))
         failed = any(r.phase in (Phase.FAILED, Phase.BLOCKED) or r.error for r in results)
         return EXIT_FAILED if failed or local.errors else EXIT_OK
-    return _apply_wait(local, conf.scheduling.workers, timeout, interval)
-
-
-def _wait_options(args: argparse.Namespace, conf: settings.Settings) -> tuple[dt.timedelta, float]:
-    """`--timeout` and `--interval`, or a one-line usage error naming the option."""
-    try:
-        timeout = spec.parse_duration(args.timeout)
-    except ValueError as exc:
-        raise UsageError(f"--timeout: {exc}") from exc
-    if args.interval is None:  # a rollout's tick, as the daemon's
-        return timeout, conf.scheduling.active_interval.total_seconds()
-    try:
-        interval = float(args.interval)
-    except ValueError:
-        interval = math.nan
-    if not math.isfinite(interval) or interval <= 0:
-        raise UsageError(
-            f"--interval: {args.interval!r} is not a number of seconds above zero, such as 2 or 0.5"
-        )
-    return timeout, interval
+    # --interval defaults to a rollout's tick, as the daemon's.
+    interval = args.interval or conf.scheduling.active_interval.total_seconds()
+    return _apply_wait(local, conf.scheduling.workers, args.timeout, interval)
 
 
 def _result_line(r: engine.StepResult) -> str:
@@ -607,14 +594,27 @@ def _name(p: argparse.ArgumentParser) -> None:
 
 def _pause_args(p: argparse.ArgumentParser) -> None:
     _name(p)
-    p.add_argument("--reason", required=True, help="why; shown in status and logs")
-    p.add_argument("--until", help="RFC 3339 time when the pause ends by itself")
+    p.add_argument(
+        "--reason",
+        required=True,
+        type=_arg(settings.parse_text),
+        help="why; shown in status and logs",
+    )
+    p.add_argument(
+        "--until", type=_arg(_rfc3339), help="RFC 3339 time when the pause ends by itself"
+    )
 
 
 def _override_args(p: argparse.ArgumentParser) -> None:
     _name(p)
-    p.add_argument("--reason", required=True, help="why; recorded and logged")
-    p.add_argument("--until", help="RFC 3339 time the override ends (default: in one hour)")
+    p.add_argument(
+        "--reason", required=True, type=_arg(settings.parse_text), help="why; recorded and logged"
+    )
+    p.add_argument(
+        "--until",
+        type=_arg(_rfc3339),
+        help="RFC 3339 time the override ends (default: in one hour)",
+    )
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -645,9 +645,15 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="drive each spec to convergence, up to --workers specs stepped at once",
     )
-    p.add_argument("--timeout", default="1h", help="with --wait: give up after this long")
+    p.add_argument(
+        "--timeout",
+        type=_arg(settings.parse_duration),
+        default="1h",
+        help="with --wait: give up after this long (default 1h)",
+    )
     p.add_argument(
         "--interval",
+        type=_arg(settings.parse_seconds),
         default=None,
         help="with --wait: seconds between two steps of one spec (default: --active-interval)",
     )
@@ -660,7 +666,12 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
         default="happy",
     )
     p.add_argument("--keep-running", action="store_true", help="stay up to look at it")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds before giving up")
+    p.add_argument(
+        "--timeout",
+        type=_arg(settings.parse_seconds),
+        default=120.0,
+        help="seconds before giving up (default 120)",
+    )
 
 
 _COMMANDS: tuple[

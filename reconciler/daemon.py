@@ -36,7 +36,6 @@ GIT_JOB = "git-poll"
 LEASE_JOB = "lease-renew"
 NOTIFY_JOB = "notify"
 OVERRIDE_DEFAULT = dt.timedelta(hours=1)  # an override is for the change at hand, not forever
-STOP_GRACE_SECONDS = 30.0  # a step is a few AWS calls; past this, exit anyway
 JITTER = 0.1  # share of a period added at random, so many daemons do not poll in step
 # While a rollout waits in one phase, each further poll comes 1.5x later, up to 4x the
 # active interval: a 3-minute instance replacement costs ~10 polls, not 36, and a phase
@@ -102,8 +101,9 @@ class Daemon:
         policy = assemble.policy(conf)
         # The listener only queues in the store; the notify job sends, on its own thread.
         self.notifier = notify.Notifier(
-            self.store, notify.configured(conf.notify), self.metrics, clock
-        )
+            self.store, notify.configured(conf.notify), self.metrics, clock,
+            backoff=notify.Backoff.of(conf.notify),
+        )  # fmt: skip
         self.engine = engine.Engine(
             clients,
             self.store,
@@ -138,6 +138,7 @@ class Daemon:
             token=conf.http.token,
             webhook_secret=conf.http.webhook_secret,
             allow_unauthenticated_controls=conf.http.allow_unauthenticated_controls,
+            limits=conf.http.limits,
         )
         self._guard = threading.Lock()
         self._resync: set[str] = set()  # syncs asked for while that spec's step ran
@@ -195,7 +196,9 @@ class Daemon:
         # in flight that adds a job would wait for that lock forever.
         self.scheduler.shutdown(wait=False)
         with self._idle:
-            self._idle.wait_for(lambda: self._inflight == 0, timeout=STOP_GRACE_SECONDS)
+            self._idle.wait_for(
+                lambda: self._inflight == 0, timeout=self.conf.scheduling.stop_grace.total_seconds()
+            )
         self.server.stop()
         self.replicas.release_all()
         self.store.close()

@@ -86,15 +86,23 @@ class Sink:
 
 @dataclasses.dataclass(frozen=True)
 class Backoff:
-    """Retry delays of one entry: base, doubled per failed attempt, capped."""
+    """Retry delays of one entry: base, doubled per failed attempt, capped; the values are
+    settings.NotifySettings' (`Backoff.of`), which holds their defaults."""
 
-    base: dt.timedelta = dt.timedelta(seconds=2)
-    cap: dt.timedelta = dt.timedelta(minutes=10)
-    max_attempts: int = 12  # about an hour of trying: past that, the news is stale
+    base: dt.timedelta
+    cap: dt.timedelta
+    max_attempts: int
+
+    @classmethod
+    def of(cls, conf: settings.NotifySettings) -> Backoff:
+        return cls(conf.retry_base, conf.retry_cap, conf.retry_attempts)
 
     def delay(self, attempts: int) -> dt.timedelta:
         doubled: dt.timedelta = self.base * 2 ** max(attempts - 1, 0)
         return min(doubled, self.cap)
+
+
+DEFAULT_BACKOFF = Backoff.of(settings.NotifySettings())
 
 
 def configured(conf: settings.NotifySettings) -> tuple[Sink, ...]:
@@ -201,7 +209,7 @@ class Notifier:
         metrics: Metrics | None = None,
         clock: Clock = _utcnow,
         *,
-        backoff: Backoff = Backoff(),  # frozen, so one shared default is safe
+        backoff: Backoff = DEFAULT_BACKOFF,  # frozen, so one shared default is safe
         timeout: float = 5.0,
         batch: int = 50,
     ) -> None:

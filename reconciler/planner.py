@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
 
-from reconciler import model, spec, windows
+from reconciler import model, settings, spec, windows
 from reconciler.model import Phase
 
 # Stable and updatable; UPDATE_ROLLBACK_COMPLETE means the last update failed, which the
@@ -58,10 +58,15 @@ CLOCK_SKEW = dt.timedelta(seconds=60)
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """Retry policy: exponential backoff from `backoff_base`, doubling, capped."""
+    """Retry policy: exponential backoff from `backoff_base`, doubling, capped; the values
+    are settings.SchedulingSettings' (`Policy.of`), which holds their defaults."""
 
-    backoff_base: dt.timedelta = dt.timedelta(seconds=30)
-    backoff_cap: dt.timedelta = dt.timedelta(minutes=30)
+    backoff_base: dt.timedelta
+    backoff_cap: dt.timedelta
+
+    @classmethod
+    def of(cls, scheduling: settings.SchedulingSettings) -> Policy:
+        return cls(scheduling.backoff_base, scheduling.backoff_cap)
 
     def backoff(self, count: int) -> dt.timedelta:
         exponent = min(max(count - 1, 0), 20)
@@ -69,7 +74,7 @@ class Policy:
         return min(delay, self.backoff_cap)
 
 
-DEFAULT_POLICY = Policy()
+DEFAULT_POLICY = Policy.of(settings.SchedulingSettings())
 
 
 @dataclasses.dataclass(frozen=True)

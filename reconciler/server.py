@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from reconciler import logs
+from reconciler import logs, settings
 from reconciler.metrics import Metrics
 
 JSON = "application/json"
@@ -41,22 +41,9 @@ CONTROL_ACTIONS = ("sync", "pause", "resume", "approve", "retry", "override-wind
 log = logs.get(component="http")
 
 
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """How much one client may ask of the server."""
-
-    max_threads: int = 16
-    """Requests served at once; more are answered 503 at once. Scrapes and controls are rare."""
-    request_timeout: float = 10.0
-    """Seconds to receive a whole request, headers and body: a slow client is cut off then."""
-    webhook_body: int = 1024 * 1024
-    """Bytes of a webhook body: a push event with many commits stays well under 1 MiB."""
-    control_body: int = 64 * 1024
-    """Bytes of any other body: a control carries a reason and a time, nothing more."""
-    shutdown_grace: float = 1.0
-    """Seconds `stop()` waits for requests in progress before leaving them behind."""
-    poll_interval: float = 0.1
-    """Seconds between checks for shutdown and expired deadlines in the accept loop."""
+# How much one client may ask of the server: settings.HttpLimits (config `http-*`).
+Limits = settings.HttpLimits
+ACCEPT_POLL = 0.1  # seconds between checks for shutdown and expired deadlines
 
 
 class Controller(Protocol):
@@ -482,12 +469,7 @@ def _cut(sock: socket.socket) -> None:
 # --- the public face ------------------------------------------------------------------------
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`host:port`, `[v6]:port`, or `:port` (every IPv4 interface) as (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"listen address must be HOST:PORT, not {listen!r}")
-    return host.removeprefix("[").removesuffix("]") or "0.0.0.0", int(port)  # noqa: S104
+parse_listen = settings.parse_listen  # the `--listen` syntax, declared with the option
 
 
 def is_loopback(host: str) -> bool:
@@ -534,7 +516,7 @@ class Server:
         server_class = _HTTPServer6 if ":" in self._host else _HTTPServer
         self._httpd = server_class((self._host, self._port), self._app, self._metrics, self._limits)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(self._limits.poll_interval,),
+            target=self._httpd.serve_forever, args=(ACCEPT_POLL,),
             name="http-server", daemon=True,
         )  # fmt: skip
         self._thread.start()

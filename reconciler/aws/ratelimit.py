@@ -24,12 +24,10 @@ Rules of this file:
   tokens are capped at `burst * rate / max_rate` (at least 1): a throttled account gets no
   full burst after a quiet spell.
 - Clock and sleep are injected, so tests check the arithmetic without sleeping.
-- `parse_rate` reads the `--aws-rate` flag: `50/s`, `600/m`, or a bare number per second.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -40,21 +38,6 @@ Sleep = Callable[[float], None]
 HALVING_COOLDOWN = 1.0  # seconds: throttled answers closer together than this halve once
 FLOOR = 1 / 32  # of max_rate: five halvings, and the rate stops going down
 RECOVERY = 1 / 50  # of max_rate, added per second without throttling
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(text: str) -> float:
-    """Requests per second from `50/s`, `600/m`, `36000/h` or `50`; ValueError otherwise."""
-    number, _, unit = text.strip().partition("/")
-    seconds = _UNITS.get(unit.strip() or "s")
-    try:
-        rate = float(number)
-    except ValueError:
-        rate = math.nan
-    if seconds is None or not 0 < rate < math.inf:
-        raise ValueError(f"{text!r} is not a rate such as 50/s or 600/m")
-    return rate / seconds
 
 
 class AdaptiveBucket:

@@ -161,14 +161,15 @@ def test_no_planted_secret_reaches_a_log_line_a_metric_an_error_body_or_the_cli(
     wait_until(lambda: "notification failed" in d.log(), 20, "a failed notification")
     d.request("GET", "/metrics")
     d.request("GET", "/api/v1/stacks")
+    listen = ["--listen", d.base.removeprefix("http://")]  # only commands that ask the daemon
     cli = [
         subprocess.run(
-            [*reconciler_command(), *command, "--listen", d.base.removeprefix("http://")],
+            [*reconciler_command(), *command],
             capture_output=True, text=True, env=env, timeout=30, check=False, cwd=tmp_path,
         )
         for command in (
-            ["status", "--token", TOKEN],
-            ["pause", "app", "--reason", "cli", "--token", "wrong-" + TOKEN[::-1]],
+            ["status", "--token", TOKEN, *listen],
+            ["pause", "app", "--reason", "cli", "--token", "wrong-" + TOKEN[::-1], *listen],
             ["plan", "--repo", GIT_URL, "--endpoint-url", emu.endpoint_url],
         )
     ]  # fmt: skip

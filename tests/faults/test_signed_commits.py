@@ -137,7 +137,7 @@ def test_verify_signatures_without_a_keyring_or_a_key_is_a_usage_error(
 ) -> None:
     """Verifying against nothing would trust nothing: exit 2 with what is missing; a short
     or malformed fingerprint is refused the same way."""
-    base = ["validate", "--state-dir", str(tmp_path), "--verify-signatures"]
+    base = ["plan", "--state-dir", str(tmp_path), "--verify-signatures"]
     assert cli.main(base) == 2
     assert "needs a keyring and at least one key" in capsys.readouterr().err
     assert cli.main([*base, "--gpg-home", str(tmp_path), "--allowed-keys", "ABCD1234"]) == 2
@@ -152,7 +152,7 @@ def test_the_options_come_from_flags_or_the_environment(tmp_path: pathlib.Path) 
         "RECONCILER_GPG_HOME": str(tmp_path),
         "RECONCILER_ALLOWED_KEYS": f"{fpr.lower()}, {'F' * 40}",
     }
-    conf = cli.load_settings(cli.build_parser().parse_args(["validate"]), env)
+    conf = cli.load_settings(cli.build_parser().parse_args(["plan"]), env)
     policy = assemble.signature_policy(conf.git)
     assert policy is not None
     assert policy.fingerprints == {fpr, "F" * 40} and policy.gpg_home == tmp_path.resolve()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler import cli, logs, model, notify
+from reconciler import cli, logs, model, notify, settings
 from reconciler.metrics import Metrics
 from reconciler.store import Store
 from tests.unit.notifykit import Receiver
@@ -125,7 +125,7 @@ def test_a_failing_receiver_is_retried_with_backoff_and_delivered_once(store: St
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:
-    b = notify.Backoff(dt.timedelta(seconds=2), dt.timedelta(seconds=10))
+    b = notify.Backoff(dt.timedelta(seconds=2), dt.timedelta(seconds=10), max_attempts=12)
     assert [b.delay(a).total_seconds() for a in (1, 2, 3, 4, 5)] == [2, 4, 8, 10, 10]
 
 
@@ -135,7 +135,7 @@ def test_an_entry_is_given_up_after_max_attempts(store: Store) -> None:
     with Receiver(codes=(503,) * 10) as r:
         n = notify.Notifier(
             store, [notify.Sink("default", "json", r.url)], Metrics(), clock,
-            backoff=notify.Backoff(max_attempts=3),
+            backoff=notify.Backoff.of(settings.NotifySettings(retry_attempts=3)),
         )  # fmt: skip
         n.listener([transition("blocked")])
         for _ in range(5):
@@ -206,7 +206,7 @@ def test_no_secret_of_a_sink_url_reaches_the_log(store: Store) -> None:
             refusing = notify.Sink("down", "json", f"http://127.0.0.1:9{SECRET_PATH}")
             n = notify.Notifier(
                 store, [answering, refusing], Metrics(), clock,
-                backoff=notify.Backoff(max_attempts=2),
+                backoff=notify.Backoff.of(settings.NotifySettings(retry_attempts=2)),
             )  # fmt: skip
             n.listener([transition("rollout_started")])
             n.deliver_due()  # a failure of each to log

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from reconciler.aws.ratelimit import AdaptiveBucket, parse_rate
+from reconciler.aws.ratelimit import AdaptiveBucket
+from reconciler.settings import parse_rate
 
 
 class FakeTime:

@@ -1,0 +1,270 @@
+"""The command line's options, generated from settings.options(): each command lists the
+options it uses, reads only their environment variables and config keys, and answers every
+bad value with one line naming the option as the user wrote it, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler import cli, settings
+
+# Texts to try as a bad value; each option's parser must refuse at least one of them.
+# An existing file is no directory (for --state-dir and --gpg-home).
+CANDIDATES = ("", " ", "nonsense", "two words", "-1", "0", __file__)
+COMMANDS = [name for name, *_ in cli._COMMANDS]
+# What each command needs besides options to get as far as reading them.
+REQUIRED: dict[str, list[str]] = {
+    "pause": ["app", "--reason", "why"],
+    "override-window": ["app", "--reason", "why"],
+    **{c: ["app"] for c in ("resume", "approve", "retry", "sync", "history")},
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_reconciler_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shell running the tests may set RECONCILER_*; none of it may leak in."""
+    for name in list(__import__("os").environ):
+        if name.startswith("RECONCILER_"):
+            monkeypatch.delenv(name)
+
+
+def bad_value(parse: Callable[[str], Any], *, empty: bool = True) -> str:
+    for text in CANDIDATES if empty else CANDIDATES[1:]:
+        try:
+            parse(text)
+        except (ValueError, argparse.ArgumentTypeError):
+            return text
+    raise AssertionError(f"no bad value in CANDIDATES for {parse}: add one")
+
+
+def setting_cases() -> Iterator[tuple[str, settings.Option]]:
+    for command in COMMANDS:
+        for _, opt, _ in settings.options():
+            if command in opt.commands and opt.parse is not None:
+                yield command, opt
+
+
+def argument_cases() -> Iterator[tuple[str, argparse.Action]]:
+    """The command-specific options that take a value (apply --timeout, plan --format...)."""
+    for command, sub in _subparsers().items():
+        for action in sub._actions:
+            is_setting = action.dest.startswith("setting_") or action.dest == "config"
+            if action.option_strings and action.nargs != 0 and not is_setting:
+                yield command, action
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_naming(err: str, name: str) -> None:
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith("reconciler: ") and name in err, err
+    assert err.split(name, 1)[1].strip(" :`'"), f"says nothing of what is wanted: {err}"
+
+
+# --- every bad value, every option, every command -----------------------------------------
+
+
+@pytest.mark.parametrize(("command", "opt"), [(c, o) for c, o in setting_cases() if o.flag])
+def test_a_bad_flag_value_is_one_line_naming_the_flag(
+    command: str, opt: settings.Option, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert opt.parse is not None
+    bad = bad_value(opt.parse)
+    code, err = run([command, *REQUIRED.get(command, []), f"--{opt.name}={bad}"], capsys)
+    assert code == cli.EXIT_USAGE
+    assert_one_line_naming(err, f"--{opt.name}")
+
+
+@pytest.mark.parametrize(("command", "opt"), [(c, o) for c, o in setting_cases() if o.env])
+def test_a_bad_environment_value_is_one_line_naming_the_variable(
+    command: str,
+    opt: settings.Option,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert opt.parse is not None
+    monkeypatch.setenv(opt.env_name, bad_value(opt.parse, empty=False))
+    code, err = run([command, *REQUIRED.get(command, [])], capsys)
+    assert code == cli.EXIT_USAGE
+    assert_one_line_naming(err, opt.env_name)
+
+
+@pytest.mark.parametrize(("command", "opt"), list(setting_cases()))
+def test_a_bad_config_value_is_one_line_naming_the_file_and_the_key(
+    command: str, opt: settings.Option, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    assert opt.parse is not None
+    config = tmp_path / "reconciler.yaml"
+    config.write_text(yaml.safe_dump({opt.name: bad_value(opt.parse)}))
+    code, err = run([command, *REQUIRED.get(command, []), "--config", str(config)], capsys)
+    assert code == cli.EXIT_USAGE
+    assert_one_line_naming(err, f"--config {config}: {opt.name}")
+
+
+@pytest.mark.parametrize(
+    ("command", "action"), list(argument_cases()), ids=lambda v: getattr(v, "dest", v)
+)
+def test_a_bad_value_of_a_command_option_is_one_line_naming_it(
+    command: str, action: argparse.Action, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag = action.option_strings[-1]
+    if action.choices:
+        bad = "nonsense"
+    elif action.type is not None:
+        bad = bad_value(action.type)  # type: ignore[arg-type]
+    else:
+        pytest.fail(f"{command} {flag} takes any text: give it a type that says what is wanted")
+    required = [a for a in REQUIRED.get(command, []) if a != flag]
+    if flag == "--reason":
+        required = required[:1]
+    code, err = run([command, *required, f"{flag}={bad}"], capsys)
+    assert code == cli.EXIT_USAGE
+    assert_one_line_naming(err, flag)
+
+
+def test_the_examples_of_the_issue_say_what_is_wanted(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["run", "--listen", "nonsense"], capsys)
+    assert (code, err) == (
+        2,
+        "reconciler: --listen: listen address must be HOST:PORT, not 'nonsense'\n",
+    )
+    code, err = run(["apply", "--wait", "--timeout", "900"], capsys)
+    assert code == 2 and "--timeout: '900' is not a duration such as 90s" in err
+    code, err = run(["plan", "--aws-rate", "lots"], capsys)
+    assert (code, err) == (
+        2,
+        "reconciler: --aws-rate: 'lots' is not a rate such as 50/s or 600/m\n",
+    )
+
+
+def test_a_config_file_that_is_not_yaml_or_missing_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("listen: [\n")
+    for path in (broken, tmp_path / "missing.yaml"):
+        code, err = run(["status", "--config", str(path)], capsys)
+        assert code == 2
+        assert_one_line_naming(err, f"--config {path}")
+
+
+def test_a_structured_value_where_text_is_wanted_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: {host: x}\n")
+    code, err = run(["status", "--config", str(config)], capsys)
+    assert code == 2
+    assert_one_line_naming(err, f"--config {config}: listen")
+
+
+# --- each command its own options ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_lists_exactly_the_options_the_command_uses(command: str) -> None:
+    actions = _subparsers()[command]._actions
+    listed = {s for a in actions for s in a.option_strings if a.dest.startswith("setting_")}
+    used = {f"--{o.name}" for _, o, _ in settings.options() if command in o.commands and o.flag}
+    assert listed == used
+
+
+def test_apply_lists_no_daemon_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["apply", "--help"])
+    text = capsys.readouterr().out
+    for daemon_only in ("--webhook-secret", "--lease-ttl", "--notify-url", "--listen", "--token"):
+        assert daemon_only not in text
+    assert "--workers" in text and "--aws-rate" in text
+
+
+def test_a_flag_the_command_does_not_use_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, err = run(["apply", "--webhook-secret", "s3cret"], capsys)
+    assert code == 2
+    assert_one_line_naming(err, "--webhook-secret")
+    assert "apply" in err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_environment_and_config_of_other_commands_are_ignored(
+    command: str, tmp_path: pathlib.Path
+) -> None:
+    """One environment and one config file serve every command: what this command does not
+    use is not read, even when it would be a bad value for the command that does."""
+    others = [o for _, o, _ in settings.options() if command not in o.commands and o.parse]
+    env = {o.env_name: bad_value(o.parse, empty=False) for o in others if o.env and o.parse}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({o.name: bad_value(o.parse) for o in others if o.parse}))
+    args = cli.build_parser().parse_args(
+        [command, *REQUIRED.get(command, []), "--config", str(config)]
+    )
+    assert cli.load_settings(args, env) == settings.Settings(
+        replicas=cli.load_settings(args, {}).replicas  # the replica id is per process
+    )
+
+
+def test_an_unknown_config_key_is_refused_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: 127.0.0.1:1\nlisten_address: x\n")
+    code, err = run(["status", "--config", str(config)], capsys)
+    assert code == 2
+    assert_one_line_naming(err, "listen_address")
+
+
+def test_an_empty_environment_variable_counts_as_unset() -> None:
+    args = cli.build_parser().parse_args(["status"])
+    conf = cli.load_settings(args, {"RECONCILER_TOKEN": "", "RECONCILER_LISTEN": ""})
+    assert (conf.http.token, conf.http.listen) == (None, "127.0.0.1:9108")
+
+
+def test_flags_over_environment_over_config_over_defaults(tmp_path: pathlib.Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("workers: 3\naws-rate: 600/m\nactive-interval: 5s\nallowed-keys: []\n")
+    args = cli.build_parser().parse_args(["apply", "--config", str(config), "--workers", "5"])
+    conf = cli.load_settings(args, {"RECONCILER_WORKERS": "4", "RECONCILER_AWS_RATE": "20"})
+    assert (conf.scheduling.workers, conf.aws.rate) == (5, 20.0)
+    assert conf.scheduling.active_interval.total_seconds() == 5
+    assert conf.git.branch == "main"
+
+
+def test_config_only_tunables_reach_the_settings_tree(tmp_path: pathlib.Path) -> None:
+    """The HTTP limits, notification retries, rollout backoff and stop grace: settings."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "http-max-threads: 4\nhttp-request-timeout: 2.5\nnotify-retry-attempts: 3\n"
+        "backoff-base: 1m\nstop-grace: 10s\n"
+    )
+    conf = cli.load_settings(cli.build_parser().parse_args(["run", "--config", str(config)]), {})
+    assert (conf.http.limits.max_threads, conf.http.limits.request_timeout) == (4, 2.5)
+    assert conf.notify.retry_attempts == 3
+    assert conf.scheduling.backoff_base.total_seconds() == 60
+    assert conf.scheduling.stop_grace.total_seconds() == 10
+
+
+def test_every_option_names_a_real_command_and_is_declared_once() -> None:
+    names = [o.name for _, o, _ in settings.options()]
+    assert len(names) == len(set(names))
+    for _, opt, _ in settings.options():
+        assert opt.commands and opt.commands <= set(COMMANDS), opt.name
+    assert set(COMMANDS) == settings.COMMANDS
