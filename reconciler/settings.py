@@ -289,9 +289,18 @@ class GitSettings:
     def url(self) -> str:
         """The repository to clone; a local path made absolute, since the clone lives
         in the state dir and must find it from there."""
-        if "://" in self.repo or self.repo.startswith("git@"):
+        if is_remote(self.repo):
             return self.repo
         return str(pathlib.Path(self.repo).resolve())
+
+
+def is_remote(repo: str) -> bool:
+    """A URL (`scheme://...`) or git's scp-like `[user@]host:path`, as git tells them apart:
+    a colon before any slash makes it scp-like (`./a:b` and `/srv/a:b` are local paths)."""
+    if "://" in repo:
+        return True
+    colon, slash = repo.find(":"), repo.find("/")
+    return colon > 0 and (slash == -1 or colon < slash)
 
 
 @dataclasses.dataclass(frozen=True)

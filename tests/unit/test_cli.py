@@ -268,3 +268,27 @@ def test_every_option_names_a_real_command_and_is_declared_once() -> None:
     for _, opt, _ in settings.options():
         assert opt.commands and opt.commands <= set(COMMANDS), opt.name
     assert set(COMMANDS) == settings.COMMANDS
+
+
+# --- the git URL ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "remote",
+    [
+        "deploy@git.example.com:org/specs.git",
+        "git@github.com:example/deploy-specs.git",
+        "git.example.com:specs.git",
+        "https://git.example.com/org/specs.git",
+        "ssh://deploy@git.example.com:2222/org/specs.git",
+        "file:///srv/git/specs.git",
+    ],
+)
+def test_a_remote_repository_is_cloned_from_as_written(remote: str) -> None:
+    assert settings.GitSettings(repo=remote).url == remote
+
+
+@pytest.mark.parametrize("local", [".", "specs", "../specs", "./odd:name", "/srv/repos/a:b"])
+def test_a_local_path_is_made_absolute(local: str) -> None:
+    """As git tells them apart: a slash before the first colon makes it a path."""
+    assert settings.GitSettings(repo=local).url == str(pathlib.Path(local).resolve())
