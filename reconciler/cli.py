@@ -41,7 +41,7 @@ from reconciler import (
 )
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
-from reconciler.store import Store, StoreError
+from reconciler.store import StateDirLocked, Store, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 TERMINAL = frozenset({Phase.IN_SYNC, Phase.FAILED, Phase.BLOCKED, Phase.PAUSED})
@@ -372,6 +372,19 @@ def _md(text: str) -> str:
 
 
 def cmd_apply(args: argparse.Namespace, conf: settings.Settings) -> int:
+    # The state dir's lock, as `run` takes it: two processes stepping the same stacks from
+    # one store would each send what the other already sent.
+    try:
+        lock = Store.lock_state_dir(conf.state_dir)
+    except StateDirLocked as exc:
+        raise StoreError(
+            f"apply: {exc} (with a daemon there, ask it: `reconciler sync NAME`)"
+        ) from exc
+    with lock:
+        return _apply(args, conf)
+
+
+def _apply(args: argparse.Namespace, conf: settings.Settings) -> int:
     local = _local(conf)
     for error in local.errors:
         print(f"error: {error}", file=sys.stderr)

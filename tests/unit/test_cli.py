@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from reconciler import cli, settings
+from reconciler.store import Store
 
 # Texts to try as a bad value; each option's parser must refuse at least one of them.
 # An existing file is no directory (for --state-dir and --gpg-home).
@@ -292,3 +293,38 @@ def test_a_remote_repository_is_cloned_from_as_written(remote: str) -> None:
 def test_a_local_path_is_made_absolute(local: str) -> None:
     """As git tells them apart: a slash before the first colon makes it a path."""
     assert settings.GitSettings(repo=local).url == str(pathlib.Path(local).resolve())
+
+
+# --- apply and the state dir lock ------------------------------------------------------------
+
+
+def test_apply_refuses_a_state_dir_in_use_in_one_line(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A daemon (or another apply) holds the state dir: apply says so, naming it, exit 1 as
+    `run` does, and touches neither git nor AWS."""
+    state = tmp_path / "state"
+    with Store.lock_state_dir(state):
+        code, err = run(["apply", "--repo", str(tmp_path), "--state-dir", str(state)], capsys)
+    assert code == cli.EXIT_FAILED
+    assert_one_line_naming(err, f"state dir {state} is in use")
+    assert "reconciler sync" in err
+    assert not (state / "git").exists()
+
+
+def test_apply_holds_the_state_dir_lock_while_it_steps(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    seen: list[str] = []
+
+    def stepping(args: argparse.Namespace, conf: settings.Settings) -> int:
+        with pytest.raises(cli.StateDirLocked):
+            Store.lock_state_dir(conf.state_dir)
+        seen.append("locked")
+        return cli.EXIT_OK
+
+    monkeypatch.setattr(cli, "_apply", stepping)
+    assert cli.main(["apply", "--state-dir", str(state)]) == cli.EXIT_OK
+    assert seen == ["locked"]
+    Store.lock_state_dir(state).release()  # and released after
