@@ -90,6 +90,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with each usage error one line that says where to look (no usage dump)."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("argument "):  # `--timeout: ...`, as a setting's error reads
+            raise UsageError(message.removeprefix("argument "))
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
