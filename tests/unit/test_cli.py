@@ -328,3 +328,14 @@ def test_apply_holds_the_state_dir_lock_while_it_steps(
     assert cli.main(["apply", "--state-dir", str(state)]) == cli.EXIT_OK
     assert seen == ["locked"]
     Store.lock_state_dir(state).release()  # and released after
+
+
+def test_docs_name_every_option() -> None:
+    """docs/contract.md is where a user finds the options: adding one means naming it there."""
+    docs = (pathlib.Path(__file__).parents[2] / "docs" / "contract.md").read_text()
+    missing = [
+        o.name
+        for _, o, _ in settings.options()
+        if (f"`--{o.name}" if o.flag else f"`{o.name}") not in docs
+    ]
+    assert missing == []
