@@ -208,7 +208,7 @@ def _text(value: object) -> str:
         return ",".join(str(v) for v in value)
     if value is None:
         raise ValueError("wants a value, got none")
-    raise ValueError(f"wants a single value, not {type(value).__name__} {value!r}")
+    raise ValueError(f"wants a single value, not a {type(value).__name__}")
 
 
 def _check_signatures(git: settings.GitSettings, where: str) -> None:
@@ -238,6 +238,10 @@ def _config_file(path: pathlib.Path) -> dict[str, Any]:
     """The file's settings; a key no command knows is refused, naming it."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.MarkedYAMLError as exc:  # where, not the line itself: it may hold a secret
+        mark = exc.problem_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UsageError(f"--config {path}: not YAML: {exc.problem}{at}") from exc
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"--config {path}: {' '.join(str(exc).split())}") from exc
     known = {opt.name for _, opt, _ in settings.options()}

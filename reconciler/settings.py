@@ -91,14 +91,17 @@ def parse_text(text: str) -> str:
 
 def parse_token(text: str) -> str:
     """A secret sent in an HTTP header: printable, no spaces (a newline would split it)."""
-    if not text or not re.fullmatch(r"[\x21-\x7e]+", text):
+    if text.strip() and text != text.strip():
+        raise ValueError("has whitespace around it (a newline kept from a file?)")
+    if not re.fullmatch(r"[\x21-\x7e]+", text):
         raise ValueError("wants printable characters and no spaces")
     return text
 
 
 def parse_http_url(text: str) -> str:
+    """Not quoted back when wrong: a webhook URL is a secret (Slack's holds the credential)."""
     if not re.fullmatch(r"https?://[^\s/]+\S*", text):
-        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+        raise ValueError("wants an http:// or https:// URL")
     return text
 
 

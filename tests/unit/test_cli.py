@@ -339,3 +339,19 @@ def test_docs_name_every_option() -> None:
         if (f"`--{o.name}" if o.flag else f"`{o.name}") not in docs
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "opt", [o for _, o, f in settings.options() if not f.repr and o.flag], ids=lambda o: o.name
+)
+def test_a_bad_secret_is_not_quoted_back(
+    opt: settings.Option, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    """Error lines reach CI logs and pod logs: a malformed token or webhook URL stays out."""
+    command = sorted(opt.commands)[0]
+    code, err = run([command, *REQUIRED.get(command, []), f"--{opt.name}=PLANTED secret"], capsys)
+    assert code == 2 and f"--{opt.name}" in err and "PLANTED" not in err
+    config = tmp_path / "c.yaml"
+    config.write_text(f"{opt.name}: PLANTED secret\nbroken: [\n")
+    code, err = run([command, *REQUIRED.get(command, []), "--config", str(config)], capsys)
+    assert code == 2 and "PLANTED" not in err
