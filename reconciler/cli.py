@@ -3,6 +3,9 @@
 Rules of this file:
 - Exit codes: 0 ok, 1 a check failed (invalid spec, rollout failed), 2 usage error.
 - Options layer as flags > `RECONCILER_<OPTION>` environment > `--config` file > defaults.
+  They are declared in settings.py; each command's flags are generated from there, and a
+  command reads only the options it uses (others' variables and config keys are ignored).
+- A usage error is one line naming the option as the user wrote it, and exit 2.
 - Commands that change a running daemon go through its HTTP API; `plan`, `apply` and
   `validate` work without one.
 """
@@ -101,9 +104,9 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
         command = getattr(args, "command", None)
         prog = f"reconciler {command}" if command else "reconciler"
         where = f"{command}: " if command else ""
-        raise UsageError(
-            f"{where}unrecognized arguments: {' '.join(unknown)} (see `{prog} --help`)"
-        )
+        # The flags only: the value after an unknown flag may be a secret (--token T).
+        shown = [a.split("=")[0] for a in unknown if a.startswith("-")] or unknown
+        raise UsageError(f"{where}unrecognized arguments: {' '.join(shown)} (see `{prog} --help`)")
     return args
 
 
