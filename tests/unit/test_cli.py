@@ -355,3 +355,24 @@ def test_a_bad_secret_is_not_quoted_back(
     config.write_text(f"{opt.name}: PLANTED secret\nbroken: [\n")
     code, err = run([command, *REQUIRED.get(command, []), "--config", str(config)], capsys)
     assert code == 2 and "PLANTED" not in err
+
+
+def test_the_daemon_uses_the_tunables_it_is_given(tmp_path: pathlib.Path) -> None:
+    """HTTP limits, notification retries and the rollout backoff reach the parts that use them."""
+    from reconciler import daemon, notify, planner  # noqa: PLC0415 (the daemon is heavy)
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"state-dir: {tmp_path / 'state'}\nhttp-webhook-body: 2048\nnotify-retry-cap: 1m\n"
+        "backoff-cap: 5m\n"
+    )
+    conf = cli.load_settings(cli.build_parser().parse_args(["run", "--config", str(config)]), {})
+    d = daemon.Daemon(conf)
+    try:
+        assert d.server._limits.webhook_body == 2048
+        assert d.notifier.backoff == notify.Backoff.of(conf.notify)
+        assert d.notifier.backoff.cap.total_seconds() == 60
+        assert d.engine.policy == planner.Policy.of(conf.scheduling)
+    finally:
+        d.store.close()
+        d._lock_file.release()
