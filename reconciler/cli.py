@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -98,6 +99,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+class _Help(argparse.HelpFormatter):
+    """Lines wrap between words only: `--poll-interval`, `deploy-specs` stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+            break_on_hyphens=False,
+        )  # fmt: skip
+
+
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -119,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, handler, help_text, extra in _COMMANDS:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help)
         extra(p)
         _add_options(p, name)
         p.set_defaults(handler=handler)
@@ -136,7 +150,7 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
         if command not in opt.commands:
             continue
         if not opt.flag:
-            quiet.append(opt.name)
+            quiet.append(opt.name if opt.env else f"{opt.name} (config file only)")
             continue
         group.add_argument(
             f"--{opt.name}",
@@ -150,7 +164,7 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
         "--config", metavar="FILE", help="YAML file of settings [env RECONCILER_CONFIG]"
     )
     if quiet:
-        p.epilog = "In the environment and the config file only: " + ", ".join(quiet) + "."
+        p.epilog = f"Also read (docs/contract.md), not flags: {', '.join(quiet)}."
 
 
 def _dest(opt: settings.Option) -> str:
