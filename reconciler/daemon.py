@@ -198,6 +198,7 @@ class Daemon:
             self._idle.wait_for(lambda: self._inflight == 0, timeout=STOP_GRACE_SECONDS)
         self.server.stop()
         self.replicas.release_all()
+        self.source.close()  # the git object reader's cat-file processes
         self.store.close()
         self._lock_file.release()
         self.log.info("stopped")
