@@ -18,7 +18,9 @@ from pydantic_core import ErrorDetails
 
 _WANTED = {
     "missing": "is missing",
+    "missing_keyword_argument": "is missing",  # a pydantic dataclass's words for the same
     "extra_forbidden": "is not a known key",
+    "unexpected_keyword_argument": "is not a known key",
     "string_type": "must be a string",
     "string_too_short": "must not be empty",
     "list_type": "must be a list",
@@ -46,6 +48,8 @@ def _fault(err: ErrorDetails, where: Sequence[str | int]) -> str:
     field = field_name([*where, *err["loc"]]) or "the body"
     if err["type"] in _WANTED:
         return f"{field} {_WANTED[err['type']]}"
+    if err["type"] == "literal_error":  # "'json' or 'slack'": words, not Python literals
+        return f"{field} must be {str(err.get('ctx', {}).get('expected', '')).replace(chr(39), '')}"
     if err["type"] == "value_error":  # our validators' messages follow the field's name
         return f"{field} {err['msg'].removeprefix('Value error, ')}"
     return f"{field}: {err['msg'][:1].lower()}{err['msg'][1:]}"  # pydantic's own wording
