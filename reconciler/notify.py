@@ -100,7 +100,7 @@ class Sink:
     def _known(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
         unknown = sorted(set(kinds) - set(KINDS))
         if unknown:
-            raise ValueError(f"has unknown kinds {unknown}")
+            raise ValueError(f"unknown kinds {unknown}")
         return kinds
 
     def wants(self, t: model.Transition) -> bool:
@@ -127,9 +127,9 @@ class Backoff:
 def configured(conf: settings.NotifySettings) -> tuple[Sink, ...]:
     """Every sink the daemon tells: the two simple flags' sinks, then the config file's."""
     simple = (
-        *([_sink("notify sink 'default'", "default", "json", conf.url)] if conf.url else []),
+        *([_sink("--notify-url", "default", "json", conf.url)] if conf.url else []),
         *(
-            [_sink("notify sink 'slack'", "slack", "slack", conf.slack_url)]
+            [_sink("--notify-slack-url", "slack", "slack", conf.slack_url)]
             if conf.slack_url
             else []
         ),
@@ -141,11 +141,12 @@ def configured(conf: settings.NotifySettings) -> tuple[Sink, ...]:
     return sinks
 
 
-def _sink(where: str, name: str, kind: str, url: str) -> Sink:
+def _sink(flag: str, name: str, kind: str, url: str) -> Sink:
+    """The sink a flag asks for (only its URL can be wrong)."""
     try:
         return _SINK.validate_python({"name": name, "kind": kind, "url": url})
     except pydantic.ValidationError as exc:
-        raise ValueError(f"{where}: {validation.one_line(exc)}") from exc
+        raise ValueError(f"{flag}: {validation.one_line(exc, named=False)}") from exc
 
 
 def parse_sinks(raw: object) -> tuple[Sink, ...]:

@@ -5,8 +5,8 @@ Rules of this file:
   what is wanted; several faults are joined with "; " on the same line.
 - It never quotes the value given (a sink's URL is a secret): only a validator's own
   message may, and the validators of this project quote only what is safe to show.
-- A validator's message is written to follow the field's name: "must be http:// or https://",
-  "'done' is not running, succeeded or failed".
+- Common faults read as a sentence (`url is missing`); any other is `<field>: <message>`,
+  the message a validator's own (`status: 'done' is not running, succeeded or failed`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,20 @@ _WANTED = {
 }
 
 
-def one_line(exc: pydantic.ValidationError, where: Sequence[str | int] = ()) -> str:
-    """Every fault of `exc`, each as "<field> <what is wanted>", on one line."""
-    return "; ".join(_fault(err, where) for err in exc.errors(include_input=False))
+def one_line(
+    exc: pydantic.ValidationError, where: Sequence[str | int] = (), *, named: bool = True
+) -> str:
+    """Every fault of `exc` as "<field> <what is wanted>", on one line; `where` is put before
+    each field's name. `named=False` leaves the names out, for a value given on its own
+    (a flag), which the caller names."""
+    faults = []
+    for err in exc.errors(include_input=False):
+        field = field_name([*where, *err["loc"]]) or "the body"
+        sentence, wanted = _wanted(err)
+        faults.append(
+            wanted if not named else f"{field} {wanted}" if sentence else f"{field}: {wanted}"
+        )
+    return "; ".join(faults)
 
 
 def field_name(loc: Sequence[str | int]) -> str:
@@ -44,12 +55,11 @@ def field_name(loc: Sequence[str | int]) -> str:
     return name
 
 
-def _fault(err: ErrorDetails, where: Sequence[str | int]) -> str:
-    field = field_name([*where, *err["loc"]]) or "the body"
+def _wanted(err: ErrorDetails) -> tuple[bool, str]:
+    """What the field wants, and whether that reads as a sentence after the field's name."""
     if err["type"] in _WANTED:
-        return f"{field} {_WANTED[err['type']]}"
+        return True, _WANTED[err["type"]]
     if err["type"] == "literal_error":  # "'json' or 'slack'": words, not Python literals
-        return f"{field} must be {str(err.get('ctx', {}).get('expected', '')).replace(chr(39), '')}"
-    if err["type"] == "value_error":  # our validators' messages follow the field's name
-        return f"{field} {err['msg'].removeprefix('Value error, ')}"
-    return f"{field}: {err['msg'][:1].lower()}{err['msg'][1:]}"  # pydantic's own wording
+        return False, "must be " + str(err.get("ctx", {}).get("expected", "")).replace("'", "")
+    message = err["msg"].removeprefix("Value error, ")  # a validator's own message
+    return False, message[:1].lower() + message[1:]

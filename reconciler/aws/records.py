@@ -21,6 +21,7 @@ import json
 from typing import Annotated, Any, Literal
 
 import pydantic
+import pydantic_core
 from botocore.exceptions import ClientError
 
 from reconciler import model, spec, validation
@@ -125,7 +126,7 @@ def _status(value: Any) -> Any:
 
 def _time(value: Any) -> dt.datetime:
     if not isinstance(value, str):
-        raise ValueError("must be a string")
+        raise pydantic_core.PydanticCustomError("string_type", "must be a string")
     try:
         # fromisoformat in 3.11 reads "+00:00" but not "Z"; RFC 3339 allows both.
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))

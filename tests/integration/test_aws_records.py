@@ -148,5 +148,5 @@ def test_every_bad_field_of_a_record_is_named_on_one_line() -> None:
         parse_record(raw, IMAGE, "s3://b/k.json")
     assert str(caught.value) == (
         "migration record s3://b/k.json: image is missing; "
-        "status 'done' is not running, succeeded or failed; detail must be a string"
+        "status: 'done' is not running, succeeded or failed; detail must be a string"
     )
