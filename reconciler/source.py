@@ -73,6 +73,9 @@ _CREDENTIAL_HELPER = (
     'credential.helper=!f() { if [ "$1" = get ]; then'
     f' printf \'username=%s\\npassword=%s\\n\' "${_USERNAME_ENV}" "${_PASSWORD_ENV}"; fi; }}; f',
 )
+# What GitPython's reader raises when git answers unexpectedly (a missing object, a tree it
+# refuses to parse) or its process is gone.
+_READER_ERRORS = (ValueError, TypeError, OSError, git.GitError, git.exc.ODBError)
 HISTORY_DEPTH = 50  # older versions looked at: bounds the cost of a file broken for long
 
 
@@ -480,11 +483,13 @@ class GitSource:
             timer.start()
             try:
                 yield repo
-            except (ValueError, TypeError, OSError, git.GitError) as exc:
+            except Exception as exc:
                 repo.git.clear_cache()  # its answers may be out of step with its questions now
                 if expired.is_set():
                     raise GitError(f"git cat-file timed out after {self.timeout:g}s") from exc
-                raise GitError(redact(f"git cat-file failed: {exc}")) from exc
+                if isinstance(exc, _READER_ERRORS):
+                    raise GitError(redact(f"git cat-file failed: {exc}")) from exc
+                raise
             finally:
                 timer.cancel()
             if expired.is_set():

@@ -265,6 +265,38 @@ def test_symlink_is_refused_and_not_read(upstream: Upstream, tmp_path: pathlib.P
     assert "symlink" in error.message
 
 
+def test_a_submodule_named_like_a_spec_is_refused(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """A gitlink (another repository's commit) is not a file: an error for that path."""
+    upstream.git(
+        "update-index", "--add", "--cacheinfo", f"160000,{upstream.head()},deploy-specs/sub.yaml"
+    )
+    upstream.git("commit", "--quiet", "-m", "submodule")
+    snapshot = source_for(upstream, tmp_path).poll()
+    assert list(by_path(snapshot)) == [SPEC_PATH]
+    (error,) = snapshot.errors
+    assert (error.file, error.message) == ("deploy-specs/sub.yaml", "not a regular file")
+
+
+@pytest.mark.parametrize(
+    ("path", "found"),
+    [
+        (".", ["deploy-specs/biglearn-api.yaml", "other/x.yml"]),  # the whole tree
+        ("other", ["other/x.yml"]),
+        ("deploy-specs/biglearn-api.yaml", ["deploy-specs/biglearn-api.yaml"]),  # one file
+        ("nowhere", []),
+    ],
+)
+def test_the_path_chooses_the_part_of_the_tree_read(
+    upstream: Upstream, tmp_path: pathlib.Path, path: str, found: list[str]
+) -> None:
+    upstream.commit("other", **{"other__x.yml": spec_text("x"), "README.md": "hi"})
+    source = GitSource(str(upstream.root), "main", path, tmp_path / "cache")
+    _opened.append(source)
+    assert sorted(by_path(source.poll())) == found
+
+
 def test_file_over_the_size_limit_is_refused(upstream: Upstream, tmp_path: pathlib.Path) -> None:
     """A blob over spec.MAX_SPEC_BYTES is an error for that file, its content not read."""
     huge = "# " + "x" * spec.MAX_SPEC_BYTES + "\n"
