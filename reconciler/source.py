@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import posixpath
 import re
 import shutil
 import subprocess
@@ -200,7 +201,11 @@ class GitSource:
         # What git is given: the URL without a password, which travels in the environment.
         self._remote, self._credentials = _split_credentials(absolute)
         self.branch = branch
-        self.path = path.strip("/") if path.strip("/") != "." else ""
+        # As git reads a pathspec: "./specs", "specs/" and "specs//" all mean "specs".
+        normal = posixpath.normpath(path.strip("/") or ".")
+        if normal == ".." or normal.startswith("../"):
+            raise ValueError(f"not a path inside the repository: {path!r}")
+        self.path = "" if normal == "." else normal
         self.repo_dir = pathlib.Path(cache_dir) / "repo.git"
         self.timeout = timeout
         self.fetch_count = 0  # fetches done by this object: lets callers (and tests) see cost

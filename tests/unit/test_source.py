@@ -284,6 +284,7 @@ def test_a_submodule_named_like_a_spec_is_refused(
     [
         (".", ["deploy-specs/biglearn-api.yaml", "other/x.yml"]),  # the whole tree
         ("other", ["other/x.yml"]),
+        ("./other//", ["other/x.yml"]),  # as git reads a pathspec
         ("deploy-specs/biglearn-api.yaml", ["deploy-specs/biglearn-api.yaml"]),  # one file
         ("nowhere", []),
     ],
@@ -388,6 +389,12 @@ def test_bad_branch_names_are_refused(branch: str) -> None:
     """Branch names that could be options or refspec syntax are refused up front."""
     with pytest.raises(ValueError, match="branch"):
         GitSource("/r", branch, "specs", pathlib.Path("/c"))
+
+
+@pytest.mark.parametrize("path", ["..", "../specs", "specs/../.."])
+def test_a_path_outside_the_repository_is_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="inside the repository"):
+        GitSource("/r", "main", path, pathlib.Path("/c"))
 
 
 def test_url_that_looks_like_an_option_is_refused() -> None:
