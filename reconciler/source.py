@@ -531,6 +531,7 @@ class GitSource:
         try:
             result = subprocess.run(
                 argv,
+                stdin=subprocess.DEVNULL,  # git reads nothing from the daemon's stdin
                 capture_output=True,
                 timeout=self.timeout,
                 env={**os.environ, **_git_env(), **(env or {}), **secrets},
