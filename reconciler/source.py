@@ -48,6 +48,9 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 
+# GitPython looks for git when imported and raises if there is none; commands that never read
+# git (status, pause) must still run on a host without it. A poll then fails with a GitError.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import git
 
 from reconciler import crashpoints, spec
