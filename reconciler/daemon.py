@@ -27,7 +27,7 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from reconciler import assemble, catalog, engine, notify, replicas, server, settings, source, spec
+from reconciler import assemble, catalog, engine, notify, replicas, server, settings, source
 from reconciler.aws.clients import THROTTLE_CODES
 from reconciler.metrics import Metrics
 from reconciler.store import Store
@@ -201,6 +201,7 @@ class Daemon:
             )
         self.server.stop()
         self.replicas.release_all()
+        self.source.close()  # the git object reader's cat-file processes
         self.store.close()
         self._lock_file.release()
         self.log.info("stopped")
@@ -446,15 +447,13 @@ class Controller:
         status = self.d.engine.status(name)
         if status is None:
             raise KeyError(name)
-        handler = self._actions().get(action)
-        if handler is None:
-            raise ValueError(f"unknown action {action!r}")
-        message = handler(name, status, body)
+        parsed = server.control_body(action, body)  # ValueError: unknown action or bad body
+        message = self._actions()[action](name, status, parsed)
         self.d.log.info("control", name=name, action=action, result=message)
         self.d.sync(name)
         return {"name": name, "action": action, "result": message}
 
-    def _actions(self) -> dict[str, Callable[[str, engine.StackStatus, dict[str, Any]], str]]:
+    def _actions(self) -> dict[str, Callable[[str, engine.StackStatus, server.ControlBody], str]]:
         return {
             "sync": lambda n, s, b: "reconcile scheduled now",
             "pause": self._pause,
@@ -468,34 +467,23 @@ class Controller:
             ),
         }
 
-    def _pause(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
-        reason = body.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            raise ValueError("pause needs a reason")
-        until = body.get("until")
-        until_time = (
-            spec.Pause.model_validate({"reason": reason, "until": until}).until if until else None
-        )
-        self.d.store.pause(name, reason, self.d.clock(), until_time)
-        return f"paused: {reason}"
+    def _pause(self, name: str, status: engine.StackStatus, body: server.ControlBody) -> str:
+        assert isinstance(body, server.ReasonedBody)
+        self.d.store.pause(name, body.reason, self.d.clock(), body.until)
+        return f"paused: {body.reason}"
 
-    def _override_window(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
-        reason = body.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            raise ValueError("override-window needs a reason")
+    def _override_window(
+        self, name: str, status: engine.StackStatus, body: server.ControlBody
+    ) -> str:
+        assert isinstance(body, server.ReasonedBody)
         now = self.d.clock()
-        until_text = body.get("until")
-        until = (
-            spec.Pause.model_validate({"until": until_text}).until
-            if until_text
-            else now + OVERRIDE_DEFAULT
-        )
-        if until is None or until <= now:
+        until = body.until or now + OVERRIDE_DEFAULT
+        if until <= now:
             raise ValueError("until must be in the future")
-        self.d.store.override_window(name, reason, now, until)
-        return f"rollout windows overridden until {until.isoformat()}: {reason}"
+        self.d.store.override_window(name, body.reason, now, until)
+        return f"rollout windows overridden until {until.isoformat()}: {body.reason}"
 
-    def _approve(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
+    def _approve(self, name: str, status: engine.StackStatus, body: server.ControlBody) -> str:
         image = status.deployment.spec.image
         self.d.store.approve(name, image, self.d.clock())
         return f"approved switching to {image}"

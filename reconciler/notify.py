@@ -8,7 +8,10 @@ Rules of this file:
   entry, so restarts and repeated steps never re-send. Delivery is retried with
   exponential backoff until it succeeds or `Backoff.max_attempts` is spent.
 - A sink's URL is a secret (Slack puts the credential in the path): it appears in no log
-  entry, no metric label and no stored error. Sinks are named for all three.
+  entry, no metric label, no stored error and no configuration error. Sinks are named for
+  all of them.
+- A sink is a pydantic dataclass: its fields and their checks are declared once, and a bad
+  entry of the config file is one line naming the field (`notify[0].url must be ...`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, cast, get_args
+from typing import Annotated, Any, Literal, get_args
 
+import pydantic
 import structlog
 
-from reconciler import logs, model, settings
+from reconciler import logs, model, settings, validation
 from reconciler.metrics import Metrics
 from reconciler.store import StateStore
 
@@ -58,30 +62,53 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclasses.dataclass(frozen=True)
+def _strings(value: object) -> object:
+    """`specs`/`kinds`: a list of strings; absent (None) is the empty list."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    return tuple(value)
+
+
+_Strings = Annotated[tuple[str, ...], pydantic.BeforeValidator(_strings)]
+
+
+@pydantic.dataclasses.dataclass(
+    frozen=True, config=pydantic.ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+)
 class Sink:
     """Where notifications go; `specs` and `kinds` narrow what it hears (empty: everything)."""
 
-    name: str
+    name: Annotated[str, pydantic.StringConstraints(min_length=1)]
     kind: SinkKind
-    url: str = dataclasses.field(repr=False)  # a secret: never printed, logged or labelled
-    specs: tuple[str, ...] = ()
-    kinds: tuple[str, ...] = ()
+    # A secret: never printed, logged, labelled, nor quoted in an error.
+    url: str = pydantic.Field(repr=False)
+    specs: _Strings = ()
+    kinds: _Strings = ()
 
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("a notify sink needs a name")
-        if self.kind not in get_args(SinkKind):
-            raise ValueError(f"notify sink {self.name!r}: kind must be json or slack")
-        if not self.url.startswith(("https://", "http://")):
-            # Only the scheme is quoted: the rest of the URL may be the credential.
-            raise ValueError(f"notify sink {self.name!r}: url must be http:// or https://")
-        unknown = sorted(set(self.kinds) - set(KINDS))
+    @pydantic.field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("https://", "http://")):
+            # Only the scheme is named: the rest of the URL may be the credential.
+            raise ValueError("must be http:// or https://")
+        return url
+
+    @pydantic.field_validator("kinds")
+    @classmethod
+    def _known(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(kinds) - set(KINDS))
         if unknown:
-            raise ValueError(f"notify sink {self.name!r}: unknown kinds {unknown}")
+            raise ValueError(f"unknown kinds {unknown}")
+        return kinds
 
     def wants(self, t: model.Transition) -> bool:
         return (not self.specs or t.name in self.specs) and (not self.kinds or t.kind in self.kinds)
+
+
+_SINK = pydantic.TypeAdapter(Sink)
+_SINK_KEYS = "expected keys url, and optionally kind, kinds, name, specs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +135,12 @@ DEFAULT_BACKOFF = Backoff.of(settings.NotifySettings())
 def configured(conf: settings.NotifySettings) -> tuple[Sink, ...]:
     """Every sink the daemon tells: the two simple flags' sinks, then the config file's."""
     simple = (
-        *([Sink("default", "json", conf.url)] if conf.url else []),
-        *([Sink("slack", "slack", conf.slack_url)] if conf.slack_url else []),
+        *([_sink("--notify-url", "default", "json", conf.url)] if conf.url else []),
+        *(
+            [_sink("--notify-slack-url", "slack", "slack", conf.slack_url)]
+            if conf.slack_url
+            else []
+        ),
     )
     sinks = (*simple, *conf.sinks)
     names = [s.name for s in sinks]
@@ -118,8 +149,16 @@ def configured(conf: settings.NotifySettings) -> tuple[Sink, ...]:
     return sinks
 
 
+def _sink(flag: str, name: str, kind: str, url: str) -> Sink:
+    """The sink a flag asks for (only its URL can be wrong)."""
+    try:
+        return _SINK.validate_python({"name": name, "kind": kind, "url": url})
+    except pydantic.ValidationError as exc:
+        raise ValueError(f"{flag}: {validation.one_line(exc, named=False)}") from exc
+
+
 def parse_sinks(raw: object) -> tuple[Sink, ...]:
-    """The `notify:` list of a config file; ValueError names the entry at fault."""
+    """The `notify:` list of a config file; ValueError, one line, names the field at fault."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -132,25 +171,14 @@ def parse_sinks(raw: object) -> tuple[Sink, ...]:
 
 
 def _parse_sink(index: int, item: object) -> Sink:
-    fields = {"name", "kind", "url", "specs", "kinds"}
-    if not isinstance(item, Mapping) or set(item) - fields or "url" not in item:
-        raise ValueError(f"notify[{index}]: expected keys url, and optionally {sorted(fields)}")
-    entry = cast(Mapping[str, Any], item)
-    return Sink(
-        name=str(entry.get("name", f"sink-{index}")),
-        kind=entry.get("kind", "json"),
-        url=str(entry["url"]),
-        specs=_strings(index, "specs", entry.get("specs")),
-        kinds=_strings(index, "kinds", entry.get("kinds")),
-    )
-
-
-def _strings(index: int, key: str, value: object) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"notify[{index}].{key} must be a list of strings")
-    return tuple(value)
+    if not isinstance(item, Mapping):
+        raise ValueError(f"notify[{index}] must be a mapping ({_SINK_KEYS})")
+    try:
+        return _SINK.validate_python({"name": f"sink-{index}", "kind": "json", **item})
+    except pydantic.ValidationError as exc:
+        message = validation.one_line(exc, ("notify", index))
+        keys = {"missing", "unexpected_keyword_argument"} & {e["type"] for e in exc.errors()}
+        raise ValueError(f"{message} ({_SINK_KEYS})" if keys else message) from exc
 
 
 # --- payloads -------------------------------------------------------------------------

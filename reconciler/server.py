@@ -30,13 +30,58 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from reconciler import logs, settings
+import pydantic
+
+from reconciler import logs, settings, spec, validation
 from reconciler.metrics import Metrics
 
 JSON = "application/json"
-CONTROL_ACTIONS = ("sync", "pause", "resume", "approve", "retry", "override-window")
+
+
+class ControlBody(pydantic.BaseModel):
+    """The body of a control that reads nothing from it; keys no action reads are ignored."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+
+def _reason(value: Any) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("is missing")  # told as "<action> needs a reason"
+    return value
+
+
+class ReasonedBody(ControlBody):
+    """pause and override-window: why (said to whoever looks at the stack), until when."""
+
+    reason: Annotated[str, pydantic.BeforeValidator(_reason)]
+    until: Annotated[spec.Time | None, pydantic.BeforeValidator(lambda v: v or None)] = None
+
+
+CONTROL_BODIES: dict[str, type[ControlBody]] = {
+    "sync": ControlBody,
+    "pause": ReasonedBody,
+    "resume": ControlBody,
+    "approve": ControlBody,
+    "retry": ControlBody,
+    "override-window": ReasonedBody,
+}
+CONTROL_ACTIONS = tuple(CONTROL_BODIES)
+
+
+def control_body(action: str, body: Mapping[str, Any]) -> ControlBody:
+    """The body of `action`, checked; ValueError with one line naming the field at fault."""
+    model = CONTROL_BODIES.get(action)
+    if model is None:
+        raise ValueError(f"unknown action {action!r}")
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        if any(err["loc"] == ("reason",) for err in exc.errors()):
+            raise ValueError(f"{action} needs a reason") from exc
+        raise ValueError(validation.one_line(exc)) from exc
+
 
 log = logs.get(component="http")
 
@@ -217,7 +262,10 @@ class App:
         body = _json_object(request.body)
         if body is None:
             return error(400, "the body must be a JSON object")
+        if self._controller.stack(params["name"]) is None:
+            return error(404, f"no stack named {params['name']!r}")  # before judging the body
         try:
+            control_body(params["action"], body)  # refused here, whatever the controller
             result = self._controller.control(params["name"], params["action"], body)
         except KeyError:
             return error(404, f"no stack named {params['name']!r}")

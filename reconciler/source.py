@@ -4,16 +4,24 @@ Rules of this file:
 - Clone once into a bare repository under `cache_dir`, reused across restarts; each poll asks
   `git ls-remote` for the branch head and fetches only when that commit is not already here.
   A force-push is followed: the fetch refspec is forced (`+`).
-- Specs are read from the commit's tree (`ls-tree`, `cat-file`), never from a working tree.
+- Specs are read from the commit's tree through GitPython's object reader (one persistent
+  `git cat-file` per kind of read, closed by `close()`), never from a working tree. Those reads
+  are bounded by the timeout too: a reader that outlives it is killed (GitError).
 - Every `*.yaml` / `*.yml` under `path` is a spec file. A symlink, a submodule or a blob larger
   than `spec.MAX_SPEC_BYTES` is refused with a SpecError for that file (line 1, no field);
   its content is never read.
 - A file's revision is the last commit on the branch's first-parent line that changed it
   (for a merged pull request, the merge commit: the moment the change reached the branch).
   Only the commits since the previous poll are walked when the old head is an ancestor.
-- git runs as a subprocess with an argument list (never a shell) and a timeout; credentials
-  in a URL (`https://user:token@host/...`) never appear in an error message.
-- `poll` holds a lock: a webhook and the scheduler may both ask for a poll at once.
+- Other git commands (ls-remote, fetch, log, ...) run as a subprocess with an argument list
+  (never a shell) and a timeout; credentials in a URL (`https://user:token@host/...`) never
+  appear in an error message.
+- The password of an http(s) URL never reaches git's command line (where `ps` shows it to
+  anyone on the host): git is given the URL without its userinfo, and the credentials through
+  a credential helper that prints them from environment variables set for that git process
+  only; the helpers of the user's own git config are cleared for it, so none stores them.
+- `poll` holds a lock: a webhook and the scheduler may both ask for a poll at once. The
+  object reader has its own lock: older versions are read lazily, from any thread.
 - Older versions of a file (for the catalog's fallback when the head version is invalid) are
   read from the same first-parent line, newest first, at most HISTORY_DEPTH back, and lazily:
   usually the first older version is the one wanted. A removal ends a file's history (a file
@@ -27,15 +35,23 @@ Rules of this file:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import pathlib
+import posixpath
 import re
 import shutil
 import subprocess
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
+
+# GitPython looks for git when imported and raises if there is none; commands that never read
+# git (status, pause) must still run on a host without it. A poll then fails with a GitError.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+import git
 
 from reconciler import crashpoints, spec
 
@@ -50,6 +66,20 @@ _BAD_BRANCH_RE = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock
 _URL_KEY = "reconciler.url"
 _MODE_REMOVED = "000000"  # the new mode in `git log --raw` of a commit that removed the file
 _REGULAR_MODES = ("100644", "100755")
+_USERNAME_ENV, _PASSWORD_ENV = "RECONCILER_GIT_USERNAME", "RECONCILER_GIT_PASSWORD"
+# Asked by git for an http(s) remote's credentials: prints them from the environment of that
+# one git process. The empty value first clears the helpers of the user's config, so that
+# none is asked instead or told to store the password (`store` would write it to a file).
+_CREDENTIAL_HELPER = (
+    "-c",
+    "credential.helper=",
+    "-c",
+    'credential.helper=!f() { if [ "$1" = get ]; then'
+    f' printf \'username=%s\\npassword=%s\\n\' "${_USERNAME_ENV}" "${_PASSWORD_ENV}"; fi; }}; f',
+)
+# What GitPython's reader raises when git answers unexpectedly (a missing object, a tree it
+# refuses to parse) or its process is gone.
+_READER_ERRORS = (ValueError, TypeError, OSError, git.GitError, git.exc.ODBError)
 HISTORY_DEPTH = 50  # older versions looked at: bounds the cost of a file broken for long
 
 
@@ -169,9 +199,16 @@ class GitSource:
             raise ValueError(f"not a repository URL: {redact(url)!r}")
         if not branch or _BAD_BRANCH_RE.search(branch):
             raise ValueError(f"not a branch name: {branch!r}")
-        self.url = _absolute_if_local(url)
+        absolute = _absolute_if_local(url)
+        self.url = redact(absolute)  # for messages and the cache's identity: no credentials
+        # What git is given: the URL without a password, which travels in the environment.
+        self._remote, self._credentials = _split_credentials(absolute)
         self.branch = branch
-        self.path = path.strip("/") if path.strip("/") != "." else ""
+        # As git reads a pathspec: "./specs", "specs/" and "specs//" all mean "specs".
+        normal = posixpath.normpath(path.strip("/") or ".")
+        if normal == ".." or normal.startswith("../"):
+            raise ValueError(f"not a path inside the repository: {path!r}")
+        self.path = "" if normal == "." else normal
         self.repo_dir = pathlib.Path(cache_dir) / "repo.git"
         self.timeout = timeout
         self.fetch_count = 0  # fetches done by this object: lets callers (and tests) see cost
@@ -180,6 +217,21 @@ class GitSource:
         self._seen: str | None = None  # the branch head of the last poll (may be untrusted)
         self._ready = False
         self._lock = threading.Lock()
+        self._repo: git.Repo | None = None  # GitPython's object reader, opened by the first poll
+        self._reader_lock = threading.Lock()  # its cat-file processes serve one read at a time
+
+    def close(self) -> None:
+        """Stop the object reader's `git cat-file` processes (a later read starts them again)."""
+        with self._reader_lock:
+            if self._repo is not None:
+                self._repo.close()
+                self._repo = None
+
+    def __enter__(self) -> GitSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def ref(self) -> str:
@@ -242,17 +294,23 @@ class GitSource:
     # -- remote -----------------------------------------------------------------------------
 
     def _remote_head(self) -> str:
-        out = self._git("ls-remote", self.url, self.ref, in_repo=False).decode()
+        out = self._git("ls-remote", self._remote, self.ref, in_repo=False, remote=True).decode()
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
             if name == self.ref:
                 return sha
-        raise GitError(f"branch {self.branch!r} not found in {redact(self.url)}")
+        raise GitError(f"branch {self.branch!r} not found in {self.url}")
 
     def _fetch(self) -> str:
         self.fetch_count += 1
         self._git(
-            "fetch", "--quiet", "--no-tags", "--update-head-ok", self.url, f"+{self.ref}:{self.ref}"
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--update-head-ok",
+            self._remote,
+            f"+{self.ref}:{self.ref}",
+            remote=True,
         )
         # The remote may have moved since ls-remote: read what was actually fetched.
         return self._git("rev-parse", "--verify", f"{self.ref}^{{commit}}").decode().strip()
@@ -260,9 +318,10 @@ class GitSource:
     def _ensure_repo(self) -> None:
         if self._ready:
             return
-        key = redact(self.url)
+        key = self.url
         if self.repo_dir.exists() and self._config_url() != key:
             # Another repository (or a broken one) lives here: the cache is ours to replace.
+            self.close()
             shutil.rmtree(self.repo_dir)
         if not self.repo_dir.exists():
             self.repo_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -278,44 +337,31 @@ class GitSource:
             return None
 
     def _has_commit(self, sha: str) -> bool:
-        try:
-            self._git("cat-file", "-e", f"{sha}^{{commit}}")
-        except GitError:
-            return False
-        return True
+        with self._reading() as repo:
+            try:
+                found = bool(repo.odb.info(bytes.fromhex(sha)).type == b"commit")
+            except ValueError:  # cat-file answered "missing" (a kill is told by _reading)
+                found = False
+        return found
 
     # -- tree -------------------------------------------------------------------------------
 
     def _read(self, head: str, fetched: bool) -> Snapshot:
-        entries = self._spec_entries(head)
-        refusals = {e.path: _refusal(e) for e in entries}
+        with self._reading() as repo:
+            entries = _spec_entries(repo.commit(head).tree, self.path)
+            refusals = {e.path: _refusal(e) for e in entries}
+            accepted = [e for e in entries if refusals[e.path] is None]
+            texts = self._blobs(repo, accepted)
         errors = [err for err in refusals.values() if err is not None]
-        accepted = [e for e in entries if refusals[e.path] is None]
-        texts = self._blobs(accepted)
         revisions = self._revisions(head, [e.path for e in accepted])
         files = tuple(SpecFile(e.path, texts[e.blob], e.blob, revisions[e.path]) for e in accepted)
         return Snapshot(head, files, tuple(errors), fetched, lambda p: self.older_versions(p, head))
 
-    def _spec_entries(self, head: str) -> list[_Entry]:
-        args = ["ls-tree", "-r", "-l", "-z", head]
-        if self.path:
-            args += ["--", self.path]
-        out = self._git("--literal-pathspecs", *args).decode("utf-8", "surrogateescape")
-        entries = []
-        for record in filter(None, out.split("\0")):
-            meta, _, path = record.partition("\t")
-            mode, kind, blob, size = meta.split()
-            if path.endswith(SPEC_SUFFIXES):
-                entries.append(_Entry(mode, kind, blob, int(size) if size != "-" else 0, path))
-        return sorted(entries, key=lambda e: e.path)
-
-    def _blobs(self, entries: list[_Entry]) -> dict[str, bytes]:
-        """Blob texts by sha: reused from the last snapshot, the rest in one `cat-file`."""
+    def _blobs(self, repo: git.Repo, entries: list[_Entry]) -> dict[str, bytes]:
+        """Blob texts by sha: reused from the last snapshot, the rest read by the reader."""
         known = {f.blob: f.text for f in self._last.files} if self._last else {}
-        wanted = sorted({e.blob for e in entries} - known.keys())
-        if wanted:
-            out = self._git("cat-file", "--batch", stdin="".join(f"{b}\n" for b in wanted))
-            known.update(_parse_batch(out))
+        for blob in sorted({e.blob for e in entries} - known.keys()):
+            known[blob] = repo.odb.stream(bytes.fromhex(blob)).read()
         return known
 
     def _revisions(self, head: str, paths: list[str]) -> dict[str, str]:
@@ -373,7 +419,8 @@ class GitSource:
         sizes = self._sizes({v.blob for v in earlier})
         for version in earlier:
             if sizes.get(version.blob, spec.MAX_SPEC_BYTES + 1) <= spec.MAX_SPEC_BYTES:
-                text = self._git("cat-file", "blob", version.blob)
+                with self._reading() as repo:
+                    text = repo.odb.stream(bytes.fromhex(version.blob)).read()
                 yield SpecFile(path, text, version.blob, version.revision)
 
     def _versions(self, path: str, head: str) -> list[_Version]:
@@ -405,15 +452,13 @@ class GitSource:
         return versions
 
     def _sizes(self, blobs: set[str]) -> dict[str, int]:
-        """Blob sizes in one call, so a huge old version is refused without being read."""
-        if not blobs:
-            return {}
-        out = self._git("cat-file", "--batch-check", stdin="".join(f"{b}\n" for b in sorted(blobs)))
+        """Blob sizes (headers only), so a huge old version is refused without being read."""
         sizes = {}
-        for line in out.decode().splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[1] == "blob":
-                sizes[parts[0]] = int(parts[2])
+        with self._reading() as repo:
+            for blob in sorted(blobs):
+                info = repo.odb.info(bytes.fromhex(blob))
+                if info.type == b"blob":
+                    sizes[blob] = info.size
         return sizes
 
     def _is_ancestor(self, old: str, new: str) -> bool:
@@ -423,25 +468,76 @@ class GitSource:
             return False
         return True
 
-    # -- git --------------------------------------------------------------------------------
+    # -- git ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[git.Repo]:
+        """The object reader, for reads that finish within the timeout.
+
+        A `cat-file` that does not answer in time is killed (a blocked read then ends) and
+        the block raises GitError; the next read starts a fresh process.
+        """
+        crashpoints.hit("git.cat-file.before")
+        with self._reader_lock:
+            repo = self._reader()
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                _kill_readers(repo.git)
+
+            timer = threading.Timer(self.timeout, expire)
+            timer.daemon = True
+            timer.start()
+            try:
+                yield repo
+            except Exception as exc:
+                repo.git.clear_cache()  # its answers may be out of step with its questions now
+                if expired.is_set():
+                    raise GitError(f"git cat-file timed out after {self.timeout:g}s") from exc
+                if isinstance(exc, _READER_ERRORS):
+                    raise GitError(redact(f"git cat-file failed: {exc}")) from exc
+                raise
+            finally:
+                timer.cancel()
+            if expired.is_set():
+                repo.git.clear_cache()  # a read may have ended short, without an error
+                raise GitError(f"git cat-file timed out after {self.timeout:g}s")
+        crashpoints.hit("git.cat-file.after")
+
+    def _reader(self) -> git.Repo:
+        if self._repo is None:
+            self._repo = git.Repo(self.repo_dir)
+            self._repo.git.update_environment(**_git_env(), GIT_DIR=str(self.repo_dir))
+        return self._repo
 
     def _git(
-        self, *args: str, in_repo: bool = True, stdin: str = "", env: dict[str, str] | None = None
+        self,
+        *args: str,
+        in_repo: bool = True,
+        env: dict[str, str] | None = None,
+        remote: bool = False,
     ) -> bytes:
-        """Run git (in the cache repository unless told); GitError, redacted, on failure."""
+        """Run git (in the cache repository unless told); GitError, redacted, on failure.
+
+        `remote`: the command talks to the remote, so it is given the URL's credentials.
+        """
         argv = ["git"]
         if in_repo:
             argv += ["--git-dir", str(self.repo_dir)]
+        if remote and self._credentials:
+            argv += _CREDENTIAL_HELPER
         argv += list(args)
         what = next((a for a in args if not a.startswith("-")), "git")  # ls-remote, fetch, ...
         crashpoints.hit(f"git.{what}.before")
+        secrets = self._credentials if remote else {}
         try:
             result = subprocess.run(
                 argv,
-                input=stdin.encode(),
+                stdin=subprocess.DEVNULL,  # git reads nothing from the daemon's stdin
                 capture_output=True,
                 timeout=self.timeout,
-                env={**_git_env(), **(env or {})},
+                env={**os.environ, **_git_env(), **(env or {}), **secrets},
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
@@ -455,6 +551,45 @@ class GitSource:
         return result.stdout
 
 
+def _spec_entries(tree: git.Tree, path: str) -> list[_Entry]:
+    """The `*.yaml`/`*.yml` entries under `path` in `tree` (all of it when `path` is "")."""
+    try:
+        top = tree / path if path else tree
+    except KeyError:
+        return []  # nothing at `path` in this commit
+    entries = []
+    for item in _leaves(top) if isinstance(top, git.Tree) else [top]:
+        name = os.fspath(item.path)
+        if not name.endswith(SPEC_SUFFIXES):
+            continue
+        if isinstance(item, git.Blob):
+            mode = f"{item.mode:06o}"
+            # A regular file's size says whether to read it; a symlink is refused unread.
+            size = item.size if mode in _REGULAR_MODES else 0
+            entries.append(_Entry(mode, "blob", item.hexsha, size, name))
+        else:  # a submodule: a commit of another repository
+            entries.append(_Entry(_MODE_SUBMODULE, "commit", item.hexsha, 0, name))
+    return sorted(entries, key=lambda e: e.path)
+
+
+def _leaves(tree: git.Tree) -> Iterator[git.Blob | git.Submodule]:
+    """Every blob and submodule entry under `tree`, at any depth."""
+    for item in tree:
+        if isinstance(item, git.Tree):
+            yield from _leaves(item)
+        else:
+            yield item
+
+
+def _kill_readers(cmd: git.Git) -> None:
+    """Kill the object reader's processes (from the timer's thread): blocked reads end."""
+    for reader in (cmd.cat_file_all, cmd.cat_file_header):
+        proc = getattr(reader, "proc", None)
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+
+
 def _refusal(entry: _Entry) -> spec.SpecError | None:
     if entry.mode == _MODE_SYMLINK:
         return spec.SpecError(entry.path, 1, "", "a symlink is not read as a spec")
@@ -463,21 +598,6 @@ def _refusal(entry: _Entry) -> spec.SpecError | None:
     if entry.size > spec.MAX_SPEC_BYTES:
         return spec.SpecError(entry.path, 1, "", f"file is larger than {spec.MAX_SPEC_BYTES} bytes")
     return None
-
-
-def _parse_batch(out: bytes) -> dict[str, bytes]:
-    """`git cat-file --batch` output: `<sha> <type> <size>\\n<content>\\n` per object."""
-    blobs, pos = {}, 0
-    while pos < len(out):
-        header_end = out.index(b"\n", pos)
-        header = out[pos:header_end].decode().split()
-        if len(header) != 3:
-            raise GitError(f"git cat-file: unexpected answer {' '.join(header)!r}")
-        size = int(header[2])
-        start = header_end + 1
-        blobs[header[0]] = out[start : start + size]
-        pos = start + size + 1
-    return blobs
 
 
 def _absolute_if_local(url: str) -> str:
@@ -489,7 +609,24 @@ def _absolute_if_local(url: str) -> str:
 
 def _git_env() -> dict[str, str]:
     # Never wait on a password prompt: a daemon has no one to type it.
-    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    return {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+
+def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """An http(s) URL with a password: the URL without its userinfo, and the environment
+    that hands the (percent-decoded) username and password to the credential helper.
+
+    Other URLs are kept whole: an ssh user is not a secret, and git takes no password there.
+    """
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")  # a raw "@" may be part of the password
+    if scheme.lower() not in ("http", "https") or not sep or not at or ":" not in userinfo:
+        return url, {}
+    username, _, password = (urllib.parse.unquote(part) for part in userinfo.partition(":"))
+    if any(c in username + password for c in "\n\0"):
+        raise ValueError(f"credentials with a line break cannot be given to git: {redact(url)}")
+    return f"{scheme}{sep}{host}{slash}{path}", {_USERNAME_ENV: username, _PASSWORD_ENV: password}
 
 
 def blob_sha(data: bytes) -> str:

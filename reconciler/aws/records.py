@@ -5,8 +5,10 @@ Rules of this file:
   (SSM); an absent key is `None`, never an error: the migration may not have started.
 - A present record that does not parse, misses a field, has an unknown status, a time
   without an offset, or names another image than its key raises `RecordInvalid` with a
-  message naming the key. It does not count (CONTRACT: a record whose image differs from
-  the key's does not count); the caller decides to log it and go on as if it were absent.
+  message naming the key and the field. It does not count (CONTRACT: a record whose image
+  differs from the key's does not count); the caller decides to log it and go on as if it
+  were absent. Keys the contract does not name are ignored: such a record still counts.
+- The record's shape is declared once, as the pydantic model `RecordJson`.
 - Other AWS errors (access denied, no such bucket) propagate: they are not the record's
   fault and a person must see them as failed observations.
 """
@@ -16,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal
 
+import pydantic
+import pydantic_core
 from botocore.exceptions import ClientError
 
-from reconciler import model, spec
+from reconciler import model, spec, validation
 from reconciler.aws.clients import Clients
 
 MAX_RECORD_BYTES = 64 * 1024  # a record is a line of JSON; anything larger is not one
@@ -103,17 +107,9 @@ def parse_record(raw: bytes | str, image: str, where: str) -> model.MigrationRec
     if not isinstance(data, dict):
         raise RecordInvalid(f"migration record {where}: not a JSON object")
     try:
-        record = model.MigrationRecord(
-            image=_required(data, "image"),
-            status=_status(data),
-            updated_at=_time("updatedAt", _required(data, "updatedAt")),
-            started_at=_optional_time(data, "startedAt"),
-            progress=_optional(data, "progress"),
-            instance_id=_optional(data, "instanceId"),
-            detail=_optional(data, "detail"),
-        )
-    except ValueError as exc:
-        raise RecordInvalid(f"migration record {where}: {exc}") from exc
+        record = model.MigrationRecord(**RecordJson.model_validate(data).model_dump())
+    except pydantic.ValidationError as exc:
+        raise RecordInvalid(f"migration record {where}: {validation.one_line(exc)}") from exc
     if record.image != image:
         raise RecordInvalid(
             f"migration record {where}: names image {record.image!r}, not {image!r}; "
@@ -122,38 +118,39 @@ def parse_record(raw: bytes | str, image: str, where: str) -> model.MigrationRec
     return record
 
 
-def _optional(data: dict[str, Any], field: str) -> str | None:
-    value = data.get(field)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{field} must be a string")
+def _status(value: Any) -> Any:
+    if isinstance(value, str) and value and value not in _STATUSES:
+        raise ValueError(f"{value!r} is not running, succeeded or failed")
     return value
 
 
-def _required(data: dict[str, Any], field: str) -> str:
-    value = _optional(data, field)
-    if not value:
-        raise ValueError(f"{field} is missing")
-    return value
-
-
-def _status(data: dict[str, Any]) -> model.RecordStatus:
-    status = _required(data, "status")
-    if status not in _STATUSES:
-        raise ValueError(f"status {status!r} is not running, succeeded or failed")
-    return cast("model.RecordStatus", status)
-
-
-def _optional_time(data: dict[str, Any], field: str) -> dt.datetime | None:
-    text = _optional(data, field)
-    return None if text is None else _time(field, text)
-
-
-def _time(field: str, text: str) -> dt.datetime:
+def _time(value: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise pydantic_core.PydanticCustomError("string_type", "must be a string")
     try:
         # fromisoformat in 3.11 reads "+00:00" but not "Z"; RFC 3339 allows both.
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as exc:
-        raise ValueError(f"{field} {text!r} is not an RFC 3339 time") from exc
+        raise ValueError(f"{value!r} is not an RFC 3339 time") from exc
     if parsed.tzinfo is None:
-        raise ValueError(f"{field} {text!r} has no offset (write Z or +00:00)")
+        raise ValueError(f"{value!r} has no offset (write Z or +00:00)")
     return parsed.astimezone(dt.UTC)
+
+
+_Text = Annotated[str, pydantic.StringConstraints(min_length=1)]
+_Time = Annotated[dt.datetime, pydantic.BeforeValidator(_time)]
+
+
+class RecordJson(pydantic.BaseModel):
+    """A migration record as its writer puts it (CONTRACT section 3): camelCase keys, every
+    value a string, times RFC 3339 with an offset. Unknown keys are ignored."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    image: _Text
+    status: Annotated[model.RecordStatus, pydantic.BeforeValidator(_status)]
+    updated_at: _Time = pydantic.Field(alias="updatedAt")
+    started_at: _Time | None = pydantic.Field(None, alias="startedAt")
+    progress: str | None = None
+    instance_id: str | None = pydantic.Field(None, alias="instanceId")
+    detail: str | None = None

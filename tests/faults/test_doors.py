@@ -123,13 +123,14 @@ def test_no_planted_secret_reaches_a_log_line_a_metric_an_error_body_or_the_cli(
     emu, image = emulator
     repo = GitRepo(tmp_path / "repo")
     repo.commit("spec", {"deploy-specs/app.yaml": spec_yaml("app", "Stack1", image, "2s")})
-    # git rewrites the credentialed URL to the local repository: the daemon holds (and
-    # must hide) a real password, and the fetch still works.
+    # git rewrites the URL to the local repository: the daemon holds (and must hide) a real
+    # password, and the fetch still works. git is given the URL without the password (that
+    # goes to its credential helper), so that is the URL rewritten.
     env = clean_env(
         AWS_SECRET_ACCESS_KEY=AWS_SECRET,
         GIT_CONFIG_COUNT="1",
         GIT_CONFIG_KEY_0=f"url.{repo.path}.insteadOf",
-        GIT_CONFIG_VALUE_0=GIT_URL,
+        GIT_CONFIG_VALUE_0=GIT_URL.replace(f"deployer:{GIT_PASSWORD}@", ""),
     )
     args = [
         "--repo", GIT_URL, "--endpoint-url", emu.endpoint_url, "--log-level", "debug",

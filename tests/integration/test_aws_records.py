@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from reconciler import spec
 from reconciler.aws.clients import Clients
-from reconciler.aws.records import RecordInvalid, read_record, record_key
+from reconciler.aws.records import RecordInvalid, parse_record, read_record, record_key
 from tests.integration.conftest import REGION
 
 IMAGE = "ami-37884c4d"
@@ -108,6 +108,9 @@ def _without(field: str) -> dict[str, Any]:
         (json.dumps({**GOOD, "updatedAt": "2026-11-26T10:02:00"}).encode(), "has no offset"),
         (json.dumps({**GOOD, "updatedAt": "yesterday"}).encode(), "not an RFC 3339 time"),
         (json.dumps({**GOOD, "progress": 12}).encode(), "progress must be a string"),
+        (json.dumps({**GOOD, "startedAt": 5}).encode(), "startedAt must be a string"),
+        (json.dumps({**GOOD, "instanceId": ["i-1"]}).encode(), "instanceId must be a string"),
+        (json.dumps({**GOOD, "image": ""}).encode(), "image must not be empty"),
         (json.dumps({**GOOD, "image": "ami-00000000"}).encode(), "does not count"),
     ],
 )
@@ -130,3 +133,20 @@ def test_missing_bucket_is_an_aws_error_not_an_absent_record(clients: Clients) -
     """A bucket that does not exist is a configuration fault a person must see."""
     with pytest.raises(ClientError):
         read_record(clients, _spec("s3://no-such-bucket/x"), IMAGE)
+
+
+def test_a_record_with_keys_it_does_not_know_still_counts() -> None:
+    """A writer may add its own keys (CONTRACT section 3 names the ones read): ignored."""
+    raw = json.dumps({**GOOD, "exitCode": 0, "host": {"name": "m1"}})
+    assert parse_record(raw, IMAGE, "here") == parse_record(json.dumps(GOOD), IMAGE, "here")
+
+
+def test_every_bad_field_of_a_record_is_named_on_one_line() -> None:
+    """Several faults: one line naming each field, never a traceback-like dump."""
+    raw = json.dumps({**_without("image"), "status": "done", "detail": 3})
+    with pytest.raises(RecordInvalid) as caught:
+        parse_record(raw, IMAGE, "s3://b/k.json")
+    assert str(caught.value) == (
+        "migration record s3://b/k.json: image is missing; "
+        "status: 'done' is not running, succeeded or failed; detail must be a string"
+    )

@@ -281,3 +281,40 @@ def test_cli_refuses_a_config_sink_named_like_a_flag_sink(tmp_path: pathlib.Path
     args = cli.build_parser().parse_args(["run", "--config", str(config)])
     with pytest.raises(cli.UsageError, match="unique"):
         cli.load_settings(args, {"RECONCILER_NOTIFY_URL": "https://h/y"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([{"url": "ftp://h/SECRET"}], "notify[0].url: must be http:// or https://"),
+        (
+            [{"url": "https://h/x"}, {"url": "https://h/y", "kind": "teams"}],
+            "notify[1].kind: must be json or slack",
+        ),
+        (
+            [{"url": "https://h/x", "kinds": "blocked"}],
+            "notify[0].kinds: must be a list of strings",
+        ),
+        ([{"url": "https://h/x", "name": ""}], "notify[0].name must not be empty"),
+        (
+            [{"url": "https://h/SECRET", "spec": ["api"]}],
+            "notify[0].spec is not a known key "
+            "(expected keys url, and optionally kind, kinds, name, specs)",
+        ),
+    ],
+)
+def test_a_bad_sink_field_is_one_line_naming_it_and_never_the_url(
+    raw: object, message: str
+) -> None:
+    """The config file's entry and field are named; the URL (a secret) is not quoted."""
+    with pytest.raises(ValueError) as caught:
+        notify.parse_sinks(raw)
+    assert str(caught.value) == message
+
+
+def test_a_bad_flag_url_names_the_flag_and_hides_the_url() -> None:
+    """--notify-url with another scheme: the flag is named, the URL is not shown."""
+    conf = settings.NotifySettings(url="ftp://h/SECRET")
+    with pytest.raises(ValueError) as caught:
+        notify.configured(conf)
+    assert str(caught.value) == "--notify-url: must be http:// or https://"

@@ -279,6 +279,51 @@ def test_a_bad_control_request_is_400_with_the_controllers_message() -> None:
     assert (reply.status, reply.json()) == (400, {"error": "pause needs a reason"})
 
 
+@pytest.mark.parametrize(
+    ("action", "body", "message"),
+    [
+        ("pause", {"reason": 5}, "pause needs a reason"),
+        ("pause", {"reason": "  "}, "pause needs a reason"),
+        ("override-window", {"until": "2026-12-01T00:00:00Z"}, "override-window needs a reason"),
+        (
+            "pause",
+            {"reason": "x", "until": "tomorrow"},
+            "until: 'tomorrow' is not an RFC 3339 time",
+        ),
+        ("override-window", {"reason": "x", "until": "2026-12-01T00:00:00"}, "until: a time needs"),
+        ("pause", {"reason": "x", "until": 12}, "until: a time is an RFC 3339 string"),
+    ],
+)
+def test_a_bad_field_of_a_control_body_is_400_naming_it(
+    action: str, body: dict[str, Any], message: str
+) -> None:
+    """The body is checked at the edge: one line naming the field; the controller is not
+    reached."""
+    controller = FakeController()
+    with serving(controller) as server:
+        path = f"/api/v1/stacks/api/{action}"
+        reply = call(server, "POST", path, json.dumps(body).encode(), bearer())
+    assert reply.status == 400
+    assert reply.json()["error"].startswith(message) and "\n" not in reply.json()["error"]
+    assert controller.controls == []
+
+
+def test_keys_a_control_does_not_read_are_ignored() -> None:
+    """As before: a pause with a note, a sync with a reason, are accepted."""
+    controller = FakeController()
+    pause = {"reason": "incident 42", "note": "see the ticket"}
+    with serving(controller) as server:
+        call(server, "POST", "/api/v1/stacks/api/pause", json.dumps(pause).encode(), bearer())
+        call(server, "POST", "/api/v1/stacks/api/sync", b'{"reason": "x"}', bearer())
+    assert controller.controls == [("api", "pause", pause), ("api", "sync", {"reason": "x"})]
+
+
+def test_a_control_for_an_unknown_stack_is_404_whatever_its_body() -> None:
+    with serving() as server:
+        reply = call(server, "POST", "/api/v1/stacks/nope/pause", b"{}", bearer())
+    assert reply.status == 404
+
+
 @pytest.mark.parametrize("body", [b"[1, 2]", b"not json", b"\xff\xfe"])
 def test_a_control_body_that_is_not_a_json_object_is_400(body: bytes) -> None:
     controller = FakeController()

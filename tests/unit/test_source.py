@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import http.server
 import os
 import pathlib
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -82,8 +88,21 @@ def upstream(tmp_path: pathlib.Path) -> Upstream:
     return repo
 
 
+_opened: list[GitSource] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sources() -> Iterator[None]:
+    """Each test's sources are closed after it: no `git cat-file` outlives its test."""
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def source_for(repo: Upstream, tmp_path: pathlib.Path, **kwargs: float) -> GitSource:
-    return GitSource(str(repo.root), "main", "deploy-specs", tmp_path / "cache", **kwargs)
+    source = GitSource(str(repo.root), "main", "deploy-specs", tmp_path / "cache", **kwargs)
+    _opened.append(source)
+    return source
 
 
 def by_path(snapshot: Snapshot) -> dict[str, str]:
@@ -246,6 +265,39 @@ def test_symlink_is_refused_and_not_read(upstream: Upstream, tmp_path: pathlib.P
     assert "symlink" in error.message
 
 
+def test_a_submodule_named_like_a_spec_is_refused(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """A gitlink (another repository's commit) is not a file: an error for that path."""
+    upstream.git(
+        "update-index", "--add", "--cacheinfo", f"160000,{upstream.head()},deploy-specs/sub.yaml"
+    )
+    upstream.git("commit", "--quiet", "-m", "submodule")
+    snapshot = source_for(upstream, tmp_path).poll()
+    assert list(by_path(snapshot)) == [SPEC_PATH]
+    (error,) = snapshot.errors
+    assert (error.file, error.message) == ("deploy-specs/sub.yaml", "not a regular file")
+
+
+@pytest.mark.parametrize(
+    ("path", "found"),
+    [
+        (".", ["deploy-specs/biglearn-api.yaml", "other/x.yml"]),  # the whole tree
+        ("other", ["other/x.yml"]),
+        ("./other//", ["other/x.yml"]),  # as git reads a pathspec
+        ("deploy-specs/biglearn-api.yaml", ["deploy-specs/biglearn-api.yaml"]),  # one file
+        ("nowhere", []),
+    ],
+)
+def test_the_path_chooses_the_part_of_the_tree_read(
+    upstream: Upstream, tmp_path: pathlib.Path, path: str, found: list[str]
+) -> None:
+    upstream.commit("other", **{"other__x.yml": spec_text("x"), "README.md": "hi"})
+    source = GitSource(str(upstream.root), "main", path, tmp_path / "cache")
+    _opened.append(source)
+    assert sorted(by_path(source.poll())) == found
+
+
 def test_file_over_the_size_limit_is_refused(upstream: Upstream, tmp_path: pathlib.Path) -> None:
     """A blob over spec.MAX_SPEC_BYTES is an error for that file, its content not read."""
     huge = "# " + "x" * spec.MAX_SPEC_BYTES + "\n"
@@ -337,6 +389,12 @@ def test_bad_branch_names_are_refused(branch: str) -> None:
     """Branch names that could be options or refspec syntax are refused up front."""
     with pytest.raises(ValueError, match="branch"):
         GitSource("/r", branch, "specs", pathlib.Path("/c"))
+
+
+@pytest.mark.parametrize("path", ["..", "../specs", "specs/../.."])
+def test_a_path_outside_the_repository_is_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="inside the repository"):
+        GitSource("/r", "main", path, pathlib.Path("/c"))
 
 
 def test_url_that_looks_like_an_option_is_refused() -> None:
@@ -494,3 +552,208 @@ def test_a_fresh_catalog_reconciles_the_last_valid_commit_of_a_broken_file(
     assert loaded.deployment.spec.image == AMI_B
     located = {(e.file, e.line, e.field) for e in catalog.errors}
     assert ("deploy-specs/biglearn-api.yaml", 7, "spec.regoin") in located
+
+
+# -- the object reader (GitPython's persistent `git cat-file`) -------------------------------
+
+
+def cat_files() -> set[int]:
+    """Pids of this process's `git cat-file` children."""
+    pids = set()
+    for proc in pathlib.Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"cat-file" in argv:
+            pids.add(int(proc.name))
+    return pids
+
+
+def test_reads_keep_one_cat_file_process_and_close_stops_it(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """Polls and older versions reuse the reader's processes; close() ends them."""
+    before = cat_files()
+    source = source_for(upstream, tmp_path)
+    source.poll()
+    upstream.commit("bump", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    list(source.older_versions(SPEC_PATH, source.poll().head))
+    readers = cat_files() - before
+    assert 1 <= len(readers) <= 2  # `--batch` and `--batch-check`, whatever the reads
+    source.close()
+    assert cat_files() - before == set()
+
+
+def test_a_hung_cat_file_is_killed_at_the_timeout_and_a_later_poll_recovers(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """An object reader that stops answering is a GitError after the timeout, not a hung
+    poll; the next poll starts a fresh reader and reads the specs."""
+    source = source_for(upstream, tmp_path, timeout=2.0)
+    source.poll()
+    assert source._repo is not None
+    cmd = source._repo.git
+    cmd.clear_cache()
+    for attr in ("cat_file_all", "cat_file_header"):  # readers that never answer
+        hung = subprocess.Popen(["sleep", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        setattr(cmd, attr, type(cmd).AutoInterrupt(hung, ["sleep"]))
+    upstream.commit("bump", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    started = time.monotonic()
+    with pytest.raises(GitError, match="cat-file timed out after 2s"):
+        source.poll()
+    assert time.monotonic() - started < 10
+    assert AMI_B in by_path(source.poll())[SPEC_PATH]
+
+
+def test_reads_from_several_threads_at_once_agree(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """The catalog may read older versions while a poll reads the tree: the reader is
+    shared safely (one read at a time), and every thread sees the same versions."""
+    for n in range(5):
+        upstream.commit(f"v{n}", **{"deploy-specs__biglearn-api.yaml": spec_text(f"v{n}")})
+    source = source_for(upstream, tmp_path)
+    head = source.poll().head
+    expected = [f.text for f in source.older_versions(SPEC_PATH, head)]
+    results: list[list[bytes]] = []
+
+    def read() -> None:
+        for _ in range(5):
+            source.poll()
+            results.append([f.text for f in source.older_versions(SPEC_PATH, head)])
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 20
+
+
+# -- credentials (never on git's command line) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "given", "username", "password"),
+    [
+        ("https://bob:s3cret@host/r.git", "https://host/r.git", "bob", "s3cret"),
+        ("https://bob:p@ss@host:8443/r", "https://host:8443/r", "bob", "p@ss"),  # raw "@"
+        ("HTTP://b%40x:p%2Fw%3A@host/r", "HTTP://host/r", "b@x", "p/w:"),  # percent-encoded
+        ("https://:tok@host/r", "https://host/r", "", "tok"),
+    ],
+)
+def test_an_http_password_is_taken_out_of_the_url(
+    url: str, given: str, username: str, password: str
+) -> None:
+    """git is given the URL without userinfo; the credentials go to the helper's env."""
+    remote, env = source_module._split_credentials(url)
+    assert (remote, env) == (
+        given,
+        {"RECONCILER_GIT_USERNAME": username, "RECONCILER_GIT_PASSWORD": password},
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ssh://git@host/r.git", "git@host:r.git", "https://bob@host/r", "https://host/r?a=b@c", "/r"],
+)
+def test_urls_without_a_password_are_given_to_git_whole(url: str) -> None:
+    """No password, nothing to hide: an ssh user or a bare username stays in the URL."""
+    assert source_module._split_credentials(url) == (url, {})
+
+
+def test_credentials_with_a_line_break_are_refused() -> None:
+    """They would add lines to what the helper tells git."""
+    with pytest.raises(ValueError, match="line break") as caught:
+        GitSource("https://bob:a%0Ab@host/r", "main", "specs", pathlib.Path("/c"))
+    assert "a%0Ab" not in str(caught.value)
+
+
+def test_the_credential_helper_answers_with_the_username_and_password() -> None:
+    """What git's credential machinery gets from the helper, asked as git asks it."""
+    env = {
+        **os.environ,
+        "RECONCILER_GIT_USERNAME": "bob",
+        "RECONCILER_GIT_PASSWORD": "p@ss word",
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    result = subprocess.run(
+        ["git", *source_module._CREDENTIAL_HELPER, "credential", "fill"],
+        input="protocol=https\nhost=git.example.invalid\n\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    answer = dict(line.split("=", 1) for line in result.stdout.splitlines() if line)
+    assert (answer["username"], answer["password"]) == ("bob", "p@ss word")
+
+
+class _AuthHandler(http.server.SimpleHTTPRequestHandler):
+    """A repository over git's "dumb" HTTP protocol, behind HTTP basic authentication."""
+
+    token = base64.b64encode(b"bob:s3cret").decode()
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != f"Basic {self.token}":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="specs"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def served(upstream: Upstream) -> Iterator[str]:
+    """The upstream's repository at http://127.0.0.1:<port>/, password required."""
+    handler = functools.partial(_AuthHandler, directory=str(upstream.root / ".git"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_password_protected_http_repository_is_read_and_no_git_argv_shows_the_password(
+    upstream: Upstream, served: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clone and fetch over HTTP with a password work, and the command line of every git
+    process (ls-remote, fetch, log, the object reader...) holds no password, as `ps` shows
+    it to anyone on the host; a wrong password is refused (so the password is what opened
+    the door), without the password in the error."""
+    bindir, log = tmp_path / "bin", tmp_path / "argv.log"
+    bindir.mkdir()
+    real = subprocess.run(["which", "git"], capture_output=True, text=True, check=True).stdout
+    (bindir / "git").write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real.strip()} "$@"\n')
+    (bindir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    upstream.git("update-server-info")
+
+    source = GitSource(f"http://bob:s3cret@{served}", "main", "deploy-specs", tmp_path / "c")
+    _opened.append(source)
+    assert by_path(source.poll()) == {SPEC_PATH: spec_text()}
+    upstream.commit("bump", **{"deploy-specs__biglearn-api.yaml": spec_text(image=AMI_B)})
+    upstream.git("update-server-info")
+    snapshot = source.poll()
+    assert snapshot.fetched and AMI_B in by_path(snapshot)[SPEC_PATH]
+    assert [f.text.decode() for f in source.older_versions(SPEC_PATH, snapshot.head)] == [
+        spec_text()
+    ]
+
+    argvs = log.read_text().splitlines()
+    assert any(" ls-remote " in a for a in argvs) and any(" fetch " in a for a in argvs)
+    assert any(a.startswith("cat-file --batch") for a in argvs)  # the object reader
+    assert [a for a in argvs if "s3cret" in a] == []
+
+    wrong = GitSource(f"http://bob:wrong@{served}", "main", "deploy-specs", tmp_path / "w")
+    _opened.append(wrong)
+    with pytest.raises(GitError) as caught:
+        wrong.poll()
+    assert "wrong" not in str(caught.value)
