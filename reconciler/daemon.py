@@ -28,6 +28,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from reconciler import assemble, catalog, engine, notify, replicas, server, settings, source, spec
+from reconciler import status as view
 from reconciler.aws.clients import THROTTLE_CODES
 from reconciler.metrics import Metrics
 from reconciler.store import Store
@@ -437,7 +438,7 @@ class Controller:
     def history(self, name: str) -> list[dict[str, Any]] | None:
         if self.d.engine.status(name) is None:
             return None
-        return [engine.rollout_json(r) or {} for r in self.d.store.history(name)]
+        return [view.rollout_json(r) or {} for r in self.d.store.history(name)]
 
     def control(self, name: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
         status = self.d.engine.status(name)
@@ -451,7 +452,7 @@ class Controller:
         self.d.sync(name)
         return {"name": name, "action": action, "result": message}
 
-    def _actions(self) -> dict[str, Callable[[str, engine.StackStatus, dict[str, Any]], str]]:
+    def _actions(self) -> dict[str, Callable[[str, view.StackStatus, dict[str, Any]], str]]:
         return {
             "sync": lambda n, s, b: "reconcile scheduled now",
             "pause": self._pause,
@@ -465,7 +466,7 @@ class Controller:
             ),
         }
 
-    def _pause(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
+    def _pause(self, name: str, status: view.StackStatus, body: dict[str, Any]) -> str:
         reason = body.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError("pause needs a reason")
@@ -476,7 +477,7 @@ class Controller:
         self.d.store.pause(name, reason, self.d.clock(), until_time)
         return f"paused: {reason}"
 
-    def _override_window(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
+    def _override_window(self, name: str, status: view.StackStatus, body: dict[str, Any]) -> str:
         reason = body.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError("override-window needs a reason")
@@ -492,7 +493,7 @@ class Controller:
         self.d.store.override_window(name, reason, now, until)
         return f"rollout windows overridden until {until.isoformat()}: {reason}"
 
-    def _approve(self, name: str, status: engine.StackStatus, body: dict[str, Any]) -> str:
+    def _approve(self, name: str, status: view.StackStatus, body: dict[str, Any]) -> str:
         image = status.deployment.spec.image
         self.d.store.approve(name, image, self.d.clock())
         return f"approved switching to {image}"
