@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import random
 import signal
 import threading
@@ -24,23 +23,9 @@ from typing import Any
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
 
-from reconciler import (
-    assemble,
-    catalog,
-    engine,
-    notify,
-    replicas,
-    requeue,
-    server,
-    settings,
-    source,
-    spec,
-)
+from reconciler import assemble, catalog, engine, requeue, settings, source, spec
 from reconciler import status as view
-from reconciler.metrics import Metrics
-from reconciler.store import Store
 
 GIT_JOB = "git-poll"
 LEASE_JOB = "lease-renew"
@@ -60,53 +45,18 @@ class Daemon:
         self.conf = conf
         self.clock = clock
         self.log = structlog.get_logger("reconciler.daemon")
-        self.metrics = Metrics()
-        conf.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = Store.lock_state_dir(conf.state_dir)
-        clients = assemble.clients(conf, self.metrics)
-        # SQLite in the state dir, or the shared DynamoDB table and its per-spec leases.
-        self.replicas = replicas.Replicas(conf, clients)
+        parts = assemble.daemon_parts(conf, clock)
+        self.metrics = parts.metrics
+        self._lock_file = parts.state_dir_lock
+        self.replicas = parts.replicas
         self.store = self.replicas.store
-        policy = assemble.policy(conf)
-        # The listener only queues in the store; the notify job sends, on its own thread.
-        self.notifier = notify.Notifier(
-            self.store, notify.configured(conf.notify), self.metrics, clock
-        )
-        self.engine = engine.Engine(
-            clients,
-            self.store,
-            self.metrics,
-            policy,
-            clock,
-            listeners=[self.notifier.listener],
-            fresh=conf.scheduling.active_interval,  # one shared read per tick serves all
-        )
-        self.source = assemble.git_source(conf)
-        self._unverified: str | None = None  # the last untrusted-head refusal reported
+        self.notifier = parts.notifier
+        self.engine = parts.engine
+        self.source = parts.source
+        self.scheduler = parts.scheduler
+        self.server = assemble.http_server(conf.http, Controller(self), self.metrics)
         self.catalog = catalog.Catalog()
-        # A step still running when its next run comes up is skipped by design
-        # (max_instances=1); APScheduler warns each time, which floods logs at scale.
-        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
-        # Two lines per job run ("Running job", "executed successfully"): at 50 stacks ticking
-        # every second that is most of the log and of the daemon's CPU.
-        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
-        self.scheduler = BackgroundScheduler(
-            executors={
-                "default": ThreadPoolExecutor(conf.scheduling.workers),
-                # Its own thread: a webhook timing out never holds a reconcile worker.
-                "notify": ThreadPoolExecutor(1),
-            },
-            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
-            timezone=dt.UTC,
-        )
-        self.server = server.Server(
-            conf.http.listen,
-            Controller(self),
-            self.metrics,
-            token=conf.http.token,
-            webhook_secret=conf.http.webhook_secret,
-            allow_unauthenticated_controls=conf.http.allow_unauthenticated_controls,
-        )
+        self._unverified: str | None = None  # the last untrusted-head refusal reported
         self._guard = threading.Lock()
         self._resync: set[str] = set()  # syncs asked for while that spec's step ran
         self._paces: dict[str, requeue.Pace] = {}  # name -> what its next wait builds on
