@@ -11,6 +11,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import threading
@@ -51,6 +52,12 @@ def _settled_cheaply(decision: model.Decision) -> bool:
         and getattr(decision, "scaling", None) is None
         and decision.phase in _CHEAP_PHASES
     )
+
+
+def _about(loaded: catalog.LoadedSpec) -> contextlib.AbstractContextManager[None]:
+    """Every line logged inside names the spec (structlog's context variables): the reads,
+    the shared listings, boto's own warnings, which do not know it themselves."""
+    return structlog.contextvars.bound_contextvars(name=loaded.deployment.name)
 
 
 def utcnow() -> dt.datetime:
@@ -184,7 +191,8 @@ class Engine:
 
     def preview(self, loaded: catalog.LoadedSpec) -> tuple[model.Observed, model.Decision]:
         """What the next step would do, without storing or sending anything (`plan`)."""
-        observed = self._observe(loaded.deployment.spec)
+        with _about(loaded):
+            observed = self._observe(loaded.deployment.spec)
         memory = self.store.load(loaded.deployment.name)
         decision = planner.plan(
             loaded.deployment, loaded.revision, observed, memory, self.clock(), self.policy
@@ -197,7 +205,8 @@ class Engine:
         started = time.monotonic()
         result: StepResult | None = None
         try:
-            result = self._step(status, loaded)
+            with _about(loaded):
+                result = self._step(status, loaded)
             return result
         except (ClientError, BotoCoreError) as exc:
             result = self._errored(status, f"AWS: {exc}")
