@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
+TEMPLATE := reconciler/templates/biglearn-stack.json
 
 .PHONY: demo test lint typecheck unit test-slow bench bench-quick bench-scale image clean
 
@@ -16,13 +17,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/reconciler demo
 
-## The default test command: lint, types, layers, and every test not marked slow.
+## The default test command: lint (code, layers, the shipped template), types, and every
+## test not marked slow.
 test: lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests
 	$(BIN)/ruff format --check reconciler tests
 	$(BIN)/lint-imports
+	$(BIN)/cfn-lint $(TEMPLATE)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict reconciler

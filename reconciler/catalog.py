@@ -20,10 +20,11 @@ Rules of this file:
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
 from collections import defaultdict
 from collections.abc import Iterable
+
+import structlog
 
 from reconciler import spec
 from reconciler.source import (
@@ -35,7 +36,7 @@ from reconciler.source import (
     blob_sha,
 )
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("reconciler.catalog")
 
 LOCAL_REVISION = "local"
 
@@ -110,7 +111,8 @@ class Catalog:
             try:
                 self._recovered[key] = _newest_valid(path, older)
             except GitError as exc:
-                log.warning("cannot read older versions of %s: %s", path, exc)
+                # No spec name to bind: the file's newest version did not give one.
+                log.warning("cannot read older versions", file=path, error=str(exc))
                 return None  # not remembered: the next poll asks again
         return self._recovered[key]
 

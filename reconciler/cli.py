@@ -562,7 +562,7 @@ def cmd_status(args: argparse.Namespace, conf: settings.Settings) -> int:
         return EXIT_OK
     print(f"{'NAME':<24} {'STACK':<20} {'PHASE':<17} {'LIVE':<22} {'DESIRED':<22} MESSAGE")
     for s in stacks:
-        live = s["live"]["parameters"].get("LcImageId", "-") if s["live"]["parameters"] else "-"
+        live = s["live"].get("image") or "-"  # read through the spec's parameterNames
         print(
             f"{s['name']:<24} {s['stackName']:<20} {s['phase']:<17} {live:<22} "
             f"{s['desired']['image']:<22} {s['message']}"

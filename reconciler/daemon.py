@@ -3,9 +3,9 @@
 Rules of this file:
 - APScheduler runs one git poll job and one reconcile job per managed spec; every job has
   `max_instances=1` and `coalesce=True`, so a slow step never piles up behind itself.
-- After each step the spec's next run is set from the decision: soon while a rollout moves,
-  at the retry time while backing off, at the spec's interval when idle; after a step whose
-  AWS call failed, later each time (`error_delay`), throttling aside.
+- After each step the spec's next run is set from the decision by requeue.next_run: soon
+  while a rollout moves, at the retry time while backing off, at the spec's interval when
+  idle; after a step whose AWS call failed, later each time, throttling aside.
 - Jobs appear and disappear as spec files are added to and removed from git.
 - SIGTERM/SIGINT: stop taking new work, let the steps in flight finish, exit 0.
 """
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import random
-import re
 import signal
 import threading
 import time
@@ -25,63 +23,18 @@ from typing import Any
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
 
-from reconciler import assemble, catalog, engine, notify, replicas, server, settings, source
-from reconciler.aws.clients import THROTTLE_CODES
-from reconciler.metrics import Metrics
-from reconciler.store import Store
+from reconciler import assemble, catalog, engine, requeue, server, settings, source
+from reconciler import status as view
 
 GIT_JOB = "git-poll"
 LEASE_JOB = "lease-renew"
 NOTIFY_JOB = "notify"
 OVERRIDE_DEFAULT = dt.timedelta(hours=1)  # an override is for the change at hand, not forever
-JITTER = 0.1  # share of a period added at random, so many daemons do not poll in step
-# While a rollout waits in one phase, each further poll comes 1.5x later, up to 4x the
-# active interval: a 3-minute instance replacement costs ~10 polls, not 36, and a phase
-# change (the next thing to act on) resets the period.
-ACTIVE_BACKOFF, ACTIVE_CAP = 1.5, 4.0
-SENT_LOOK = 4.0  # after sending an update, the next step comes this many times sooner
-# botocore's ClientError text, which the engine passes on as "AWS: <error>".
-_AWS_ERROR_CODE = re.compile(r"An error occurred \((\w+)\)")
-Uniform = Callable[[float, float], float]  # random.uniform, or a fixed stand-in in tests
 
 
 def _job_id(name: str) -> str:
     return f"reconcile:{name}"
-
-
-def throttled(error: str) -> bool:
-    """A step's error that is AWS throttling past botocore's retries: the account works and
-    asks for fewer calls, which is no failure to back off from.
-
-    Read from the text because engine.StepResult carries only the text; a `throttled` field
-    set where the engine catches the ClientError would be better than parsing it here."""
-    match = _AWS_ERROR_CODE.search(error) if error.startswith("AWS: ") else None
-    return match is not None and match.group(1) in THROTTLE_CODES
-
-
-def error_streak(previous: int, error: str | None) -> int:
-    """Errored steps in a row once this step is counted: a step without error resets the
-    count, a throttled one leaves it as it was."""
-    if error is None:
-        return 0
-    return previous if throttled(error) else previous + 1
-
-
-def error_delay(
-    errors: int, active_interval: dt.timedelta, cap: dt.timedelta, uniform: Uniform
-) -> dt.timedelta:
-    """The wait after the `errors`-th errored step in a row: the active interval, doubled for
-    each error before it, at most `cap` (then jittered); a broken account costs little."""
-    doublings = min(max(errors - 1, 0), 62)  # 2**62 periods pass any cap; no overflow
-    seconds = min(active_interval.total_seconds() * 2.0**doublings, cap.total_seconds())
-    return jittered(dt.timedelta(seconds=seconds), uniform)
-
-
-def jittered(period: dt.timedelta, uniform: Uniform) -> dt.timedelta:
-    """`period` plus up to JITTER of it at random."""
-    return period * (1 + uniform(0, JITTER))
 
 
 class Daemon:
@@ -91,59 +44,21 @@ class Daemon:
         self.conf = conf
         self.clock = clock
         self.log = structlog.get_logger("reconciler.daemon")
-        self.metrics = Metrics()
-        conf.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = Store.lock_state_dir(conf.state_dir)
-        clients = assemble.clients(conf, self.metrics)
-        # SQLite in the state dir, or the shared DynamoDB table and its per-spec leases.
-        self.replicas = replicas.Replicas(conf, clients)
+        parts = assemble.daemon_parts(conf, clock)
+        self.metrics = parts.metrics
+        self._lock_file = parts.state_dir_lock
+        self.replicas = parts.replicas
         self.store = self.replicas.store
-        policy = assemble.policy(conf)
-        # The listener only queues in the store; the notify job sends, on its own thread.
-        self.notifier = notify.Notifier(
-            self.store, notify.configured(conf.notify), self.metrics, clock,
-            backoff=notify.Backoff.of(conf.notify),
-        )  # fmt: skip
-        self.engine = engine.Engine(
-            clients,
-            self.store,
-            self.metrics,
-            policy,
-            clock,
-            listeners=[self.notifier.listener],
-            fresh=conf.scheduling.active_interval,  # one shared read per tick serves all
-        )
-        self.source = assemble.git_source(conf)
-        self._unverified: str | None = None  # the last untrusted-head refusal reported
+        self.notifier = parts.notifier
+        self.engine = parts.engine
+        self.source = parts.source
+        self.scheduler = parts.scheduler
+        self.server = assemble.http_server(conf.http, Controller(self), self.metrics)
         self.catalog = catalog.Catalog()
-        # A step still running when its next run comes up is skipped by design
-        # (max_instances=1); APScheduler warns each time, which floods logs at scale.
-        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
-        # Two lines per job run ("Running job", "executed successfully"): at 50 stacks ticking
-        # every second that is most of the log and of the daemon's CPU.
-        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
-        self.scheduler = BackgroundScheduler(
-            executors={
-                "default": ThreadPoolExecutor(conf.scheduling.workers),
-                # Its own thread: a webhook timing out never holds a reconcile worker.
-                "notify": ThreadPoolExecutor(1),
-            },
-            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
-            timezone=dt.UTC,
-        )
-        self.server = server.Server(
-            conf.http.listen,
-            Controller(self),
-            self.metrics,
-            token=conf.http.token,
-            webhook_secret=conf.http.webhook_secret,
-            allow_unauthenticated_controls=conf.http.allow_unauthenticated_controls,
-            limits=conf.http.limits,
-        )
+        self._unverified: str | None = None  # the last untrusted-head refusal reported
         self._guard = threading.Lock()
         self._resync: set[str] = set()  # syncs asked for while that spec's step ran
-        self._streaks: dict[str, tuple[str, int]] = {}  # name -> (phase, active steps in it)
-        self._errors: dict[str, int] = {}  # name -> errored steps in a row (error_streak)
+        self._paces: dict[str, requeue.Pace] = {}  # name -> what its next wait builds on
         self._git_read = False
         self._aws_answered = False
         self._heartbeat = time.monotonic()
@@ -162,7 +77,7 @@ class Daemon:
             self.poll_git,
             "interval",
             seconds=self.conf.git.poll_interval.total_seconds(),
-            jitter=self.conf.git.poll_interval.total_seconds() * JITTER,
+            jitter=self.conf.git.poll_interval.total_seconds() * requeue.JITTER,
             id=GIT_JOB,
             next_run_time=self.clock(),
         )
@@ -310,7 +225,7 @@ class Daemon:
             self.scheduler.remove_job(_job_id(name))
         self.engine.forget(name)
         with self._guard:
-            self._errors.pop(name, None)
+            self._paces.pop(name, None)
         self.log.info(
             "spec removed from git: no longer managed; its stack is left as it is", name=name
         )
@@ -354,51 +269,22 @@ class Daemon:
     def _delay(
         self, loaded: catalog.LoadedSpec, result: engine.StepResult, now: dt.datetime
     ) -> dt.timedelta:
-        interval = loaded.deployment.spec.interval
-        errors = self._error_streak(loaded.deployment.name, result.error)
-        if result.error is not None:
-            return self._error_delay(errors, result.error, interval)
-        if result.requeue == "active":
-            delay = self._active_delay(loaded.deployment.name, result)
-            if result.sent == "sent":
-                # Look again within a quarter tick: an update that settles at once (a
-                # parameter-only change CloudFormation finds nothing to replace for, or an
-                # emulator) moves on then; one still in progress costs one shared read.
-                delay = delay / SENT_LOOK
-            return min(delay, interval)
-        with self._guard:
-            self._streaks.pop(loaded.deployment.name, None)
-        if result.requeue == "retry":
-            status = self.engine.status(loaded.deployment.name)
-            failure = status.memory.failure if status else None
-            if failure is not None:
-                return max(failure.next_retry_at - now, dt.timedelta(seconds=1))
-        return jittered(interval, random.uniform)
-
-    def _error_streak(self, name: str, error: str | None) -> int:
-        """Counts this step in the spec's run of errored steps (error_streak); returns it."""
-        with self._guard:
-            errors = error_streak(self._errors.pop(name, 0), error)
-            if errors:
-                self._errors[name] = errors
-        return errors
-
-    def _error_delay(self, errors: int, error: str, interval: dt.timedelta) -> dt.timedelta:
-        """After an errored step: the short fixed period when AWS throttled, else a backoff
-        growing per error that the spec's interval does not cap (a broken account should
-        cost little); a new revision or a `sync` still runs the step at once (_reschedule)."""
+        """The wait before the spec's next step (requeue.next_run); keeps its pace."""
+        name = loaded.deployment.name
+        status = self.engine.status(name)
+        failure = status.memory.failure if status else None
         sched = self.conf.scheduling
-        if throttled(error):
-            return min(interval, sched.active_interval * 2)
-        return error_delay(errors, sched.active_interval, sched.backoff_cap, random.uniform)
-
-    def _active_delay(self, name: str, result: engine.StepResult) -> dt.timedelta:
         with self._guard:
-            phase, count = self._streaks.get(name, ("", -1))
-            count = count + 1 if phase == str(result.phase) else 0
-            self._streaks[name] = (str(result.phase), count)
-        factor = min(ACTIVE_BACKOFF**count, ACTIVE_CAP)
-        return self.conf.scheduling.active_interval * factor
+            delay, self._paces[name] = requeue.next_run(
+                result,
+                self._paces.get(name, requeue.Pace()),
+                loaded.deployment.spec.interval,
+                failure.next_retry_at if failure else None,
+                now,
+                requeue.Timing(sched.active_interval, sched.backoff_cap),
+                random.uniform,
+            )
+        return delay
 
     def sync(self, name: str) -> bool:
         """Reconcile `name` now (or right after the step in flight)."""
@@ -441,7 +327,7 @@ class Controller:
     def history(self, name: str) -> list[dict[str, Any]] | None:
         if self.d.engine.status(name) is None:
             return None
-        return [engine.rollout_json(r) or {} for r in self.d.store.history(name)]
+        return [view.rollout_json(r) or {} for r in self.d.store.history(name)]
 
     def control(self, name: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
         status = self.d.engine.status(name)
@@ -453,7 +339,7 @@ class Controller:
         self.d.sync(name)
         return {"name": name, "action": action, "result": message}
 
-    def _actions(self) -> dict[str, Callable[[str, engine.StackStatus, server.ControlBody], str]]:
+    def _actions(self) -> dict[str, Callable[[str, view.StackStatus, server.ControlBody], str]]:
         return {
             "sync": lambda n, s, b: "reconcile scheduled now",
             "pause": self._pause,
@@ -467,13 +353,13 @@ class Controller:
             ),
         }
 
-    def _pause(self, name: str, status: engine.StackStatus, body: server.ControlBody) -> str:
+    def _pause(self, name: str, status: view.StackStatus, body: server.ControlBody) -> str:
         assert isinstance(body, server.ReasonedBody)
         self.d.store.pause(name, body.reason, self.d.clock(), body.until)
         return f"paused: {body.reason}"
 
     def _override_window(
-        self, name: str, status: engine.StackStatus, body: server.ControlBody
+        self, name: str, status: view.StackStatus, body: server.ControlBody
     ) -> str:
         assert isinstance(body, server.ReasonedBody)
         now = self.d.clock()
@@ -483,7 +369,7 @@ class Controller:
         self.d.store.override_window(name, body.reason, now, until)
         return f"rollout windows overridden until {until.isoformat()}: {body.reason}"
 
-    def _approve(self, name: str, status: engine.StackStatus, body: server.ControlBody) -> str:
+    def _approve(self, name: str, status: view.StackStatus, body: server.ControlBody) -> str:
         image = status.deployment.spec.image
         self.d.store.approve(name, image, self.d.clock())
         return f"approved switching to {image}"

@@ -11,6 +11,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import threading
@@ -26,6 +27,7 @@ from reconciler.aws.batch import NotYet
 from reconciler.aws.fleet import Fleet
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
+from reconciler.status import StackStatus  # by name: transitions() below is typed with it
 from reconciler.store import StateStore
 
 Clock = Callable[[], dt.datetime]
@@ -52,109 +54,14 @@ def _settled_cheaply(decision: model.Decision) -> bool:
     )
 
 
+def _about(loaded: catalog.LoadedSpec) -> contextlib.AbstractContextManager[None]:
+    """Every line logged inside names the spec (structlog's context variables): the reads,
+    the shared listings, boto's own warnings, which do not know it themselves."""
+    return structlog.contextvars.bound_contextvars(name=loaded.deployment.name)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclasses.dataclass
-class StackStatus:
-    """What a person or a dashboard sees of one spec (CONTRACT section 5)."""
-
-    name: str
-    file: str
-    revision: str
-    deployment: spec.StackDeployment
-    phase: Phase = Phase.WAITING
-    message: str = "not observed yet"
-    observed: model.Observed | None = None
-    memory: model.Memory = dataclasses.field(default_factory=model.Memory)
-    last_transition: dt.datetime | None = None
-    last_error: str | None = None
-    stale_spec: bool = False
-    requeue: model.Requeue = "active"
-
-    @property
-    def desired_image(self) -> str:
-        return self.deployment.spec.image
-
-    @property
-    def live_image(self) -> str | None:
-        stack = self.observed.stack if self.observed else None
-        return (
-            stack.parameters.get(self.deployment.spec.parameter_names.api_image) if stack else None
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        sp = self.deployment.spec
-        stack = self.observed.stack if self.observed else None
-        record = self.observed.migration_record if self.observed else None
-        failure = self.memory.failure
-        return {
-            "name": self.name,
-            "file": self.file,
-            "stackName": sp.stack_name,
-            "region": sp.region,
-            "revision": self.revision,
-            "phase": str(self.phase),
-            "message": self.message,
-            "desired": {
-                "image": sp.image,
-                "capacity": {"api": sp.capacity.api, "migration": sp.capacity.migration},
-            },
-            "live": {
-                "status": stack.status if stack else None,
-                "parameters": dict(stack.parameters) if stack else {},
-            },
-            "migration": {
-                "status": record.status if record else None,
-                "progress": record.progress if record else None,
-                "updatedAt": _iso(record.updated_at) if record else None,
-            },
-            "lastTransitionTime": _iso(self.last_transition),
-            "lastError": self.last_error,
-            "paused": self._paused_json(),
-            "failures": {
-                "count": failure.count if failure else 0,
-                "nextRetryAt": _iso(failure.next_retry_at) if failure else None,
-            },
-            "rollout": rollout_json(self.memory.rollout),
-            "staleSpec": self.stale_spec,
-        }
-
-    def _paused_json(self) -> dict[str, Any] | None:
-        pause = self.deployment.spec.paused
-        if pause is not None:
-            return {"reason": pause.reason, "until": _iso(pause.until), "source": "spec"}
-        runtime = self.memory.runtime_pause
-        if runtime is not None:
-            return {"reason": runtime.reason, "until": _iso(runtime.until), "source": "runtime"}
-        return None
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def rollout_json(r: model.RolloutMemory | None) -> dict[str, Any] | None:
-    if r is None:
-        return None
-    return {
-        "id": r.id,
-        "image": r.image,
-        "fromImage": r.from_image,
-        "revision": r.revision,
-        "startedAt": _iso(r.started_at),
-        "phase1StartedAt": _iso(r.phase1_started_at),
-        "migratedAt": _iso(r.migrated_at),
-        "approvedAt": _iso(r.approved_at),
-        "switchStartedAt": _iso(r.switch_started_at),
-        "switchedAt": _iso(r.switched_at),
-        "finishedAt": _iso(r.finished_at),
-        "result": r.result,
-        "reason": r.reason,
-        "scalingSuspendedAt": _iso(r.scaling_suspended_at),
-        "scalingResumedAt": _iso(r.scaling_resumed_at),
-    }
 
 
 Listener = Callable[[list[model.Transition]], None]
@@ -284,7 +191,8 @@ class Engine:
 
     def preview(self, loaded: catalog.LoadedSpec) -> tuple[model.Observed, model.Decision]:
         """What the next step would do, without storing or sending anything (`plan`)."""
-        observed = self._observe(loaded.deployment.spec)
+        with _about(loaded):
+            observed = self._observe(loaded.deployment.spec)
         memory = self.store.load(loaded.deployment.name)
         decision = planner.plan(
             loaded.deployment, loaded.revision, observed, memory, self.clock(), self.policy
@@ -297,7 +205,8 @@ class Engine:
         started = time.monotonic()
         result: StepResult | None = None
         try:
-            result = self._step(status, loaded)
+            with _about(loaded):
+                result = self._step(status, loaded)
             return result
         except (ClientError, BotoCoreError) as exc:
             result = self._errored(status, f"AWS: {exc}")
@@ -553,7 +462,7 @@ class Engine:
             phase=str(status.phase),
             desired_image=sp.image,
             live_image=status.live_image or "",
-            in_sync=status.phase == Phase.IN_SYNC,
+            in_sync=status.in_sync,
             paused=status.phase == Phase.PAUSED,
             migration_running=record is not None
             and record.image == sp.image

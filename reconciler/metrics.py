@@ -86,8 +86,10 @@ class Metrics:
             _INFO_LABELS, registry=r,
         )  # fmt: skip
         self.stack_in_sync = Gauge(
-            "reconciler_stack_in_sync", "1 when the stack matches its spec.", ["name"], registry=r
-        )
+            "reconciler_stack_in_sync",
+            "1 when the live stack matches its spec, whatever the phase (paused included).",
+            ["name"], registry=r,
+        )  # fmt: skip
         self.stack_paused = Gauge(
             "reconciler_stack_paused", "1 while the stack is paused.", ["name"], registry=r
         )

@@ -7,7 +7,7 @@ Rules of this package:
   RecordInvalid), botocore errors for everything that is AWS's problem.
 """
 
-from reconciler.aws.act import UpdateRefused, client_request_token, send_update, set_scaling
+from reconciler.aws.act import UpdateRefused, send_update, set_scaling
 from reconciler.aws.clients import Clients
 from reconciler.aws.observe import observe
 from reconciler.aws.records import RecordInvalid, read_record
@@ -16,7 +16,6 @@ __all__ = [
     "Clients",
     "RecordInvalid",
     "UpdateRefused",
-    "client_request_token",
     "observe",
     "read_record",
     "send_update",

@@ -7,14 +7,12 @@ Rules of this file:
 - "No updates are to be performed." is "noop", not an error. A token CloudFormation has
   already seen means this very request reached it before (a retry): "sent".
 - Any other refusal raises UpdateRefused(code, message) for the engine to record.
-- Tokens are derived, never random: the same (name, kind, image, revision, attempt) gives
-  the same token, so a retried step cannot start a second update.
+- The ClientRequestToken is the one the planner derived (planner.client_request_token),
+  never random: a retried step cannot start a second update.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import ClientError
@@ -33,8 +31,6 @@ CAPABILITIES: list[CapabilityType] = [
     "CAPABILITY_AUTO_EXPAND",
 ]
 NO_UPDATES = "No updates are to be performed"
-TOKEN_MAX = 128
-_TOKEN_BAD = re.compile(r"[^-a-zA-Z0-9]+")
 
 
 class UpdateRefused(Exception):
@@ -78,21 +74,6 @@ def parameters(update: model.StackUpdate) -> list[ParameterTypeDef]:
         else {"ParameterKey": name, "ParameterValue": value}
         for name, value in update.parameters
     ]
-
-
-def client_request_token(name: str, kind: str, image: str, revision: str, attempt: int) -> str:
-    """A deterministic ClientRequestToken: [a-zA-Z][-a-zA-Z0-9]*, at most 128 characters.
-
-    Readable when it fits (`rc-biglearn-api-migrate-ami-0abc-1a2b3c4d5e6f-1`), so a stack
-    event points back at the spec; hashed down when it does not, still unique per input.
-    """
-    parts = (name, kind, image, revision[:12], str(attempt))
-    readable = "rc-" + "-".join(_TOKEN_BAD.sub("-", p).strip("-") or "x" for p in parts)
-    if len(readable) <= TOKEN_MAX:
-        return readable
-    digest = hashlib.sha256("\0".join((name, kind, image, revision, str(attempt))).encode())
-    suffix = "-" + digest.hexdigest()[:32]
-    return readable[: TOKEN_MAX - len(suffix)].rstrip("-") + suffix
 
 
 def set_scaling(clients: Clients, sp: spec.Spec, change: model.ScalingChange) -> None:

@@ -313,7 +313,8 @@ class Fleet:
             raw = self._body(sp, key, etags.get(key.key))
             return None if raw is None else records.parse_record(raw, image, str(key))
         except records.RecordInvalid as exc:
-            self._log.warning("migration record ignored", name=sp.stack_name, error=str(exc))
+            # `stack`, not `name`: the spec's name comes bound from the engine's step.
+            self._log.warning("migration record ignored", stack=sp.stack_name, error=str(exc))
             return None
 
     def _body(self, sp: spec.Spec, key: records.RecordKey, etag: str | None) -> bytes | None:

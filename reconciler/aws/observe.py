@@ -11,8 +11,9 @@ Rules of this file:
   that rolled back (ROLLED_BACK): then one page, newest first, holds why. Both needs share
   the pages read, so a poll never reads a page twice.
 - The migration record is read only when the spec has a check and the live API image is
-  not the target (`read_record=None`); a record that cannot count (RecordInvalid) is
-  reported through `on_warning` and observed as absent: it must not block the stack.
+  not the target; a record that cannot count (RecordInvalid) is reported through
+  `on_warning` (by default a warning naming the stack; the engine binds the spec's name
+  around its step) and observed as absent: it must not block the stack.
 - What a person must fix (a resource name the stack does not have, a group that is gone)
   goes to Observed.problem, in words that say what to change.
 """
@@ -20,10 +21,10 @@ Rules of this file:
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import structlog
 from botocore.exceptions import ClientError
 
 from reconciler import model, planner, spec
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_cloudformation.type_defs import StackEventTypeDef, StackTypeDef
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("reconciler.observe")
 
 OnWarning = Callable[[str], None]
 
@@ -56,17 +57,16 @@ def observe(
     sp: spec.Spec,
     image: str,
     *,
-    read_record: bool | None = None,
     on_warning: OnWarning | None = None,
 ) -> model.Observed:
     """What the stack of `sp` looks like now, for the planner bringing it to `image`."""
-    warn = on_warning or log.warning
+    warn = on_warning or _warning(sp)
     cfn = clients.cloudformation(sp.region, sp.role_arn)
     stack = _describe_stack(cfn, sp.stack_name)
     if stack is None:
         return model.Observed(stack=None)
     view = _stack_view(cfn, stack)
-    record = _record(clients, sp, image, view, read_record, warn)
+    record = _record(clients, sp, image, view, warn)
     if view.status not in STABLE:
         return model.Observed(stack=view, migration_record=record)
     groups = _group_names(cfn, sp)
@@ -323,18 +323,20 @@ def _record(
     sp: spec.Spec,
     image: str,
     view: model.StackView,
-    read_record: bool | None,
     warn: OnWarning,
 ) -> model.MigrationRecord | None:
     if sp.migration.check == "none":
         return None
-    if read_record is None:
-        # Once the API runs the image, no decision needs its record: save the call.
-        read_record = view.parameters.get(sp.parameter_names.api_image) != image
-    if not read_record:
-        return None
+    if view.parameters.get(sp.parameter_names.api_image) == image:
+        return None  # once the API runs the image, no decision needs its record: save the call
     try:
         return records.read_record(clients, sp, image)
     except records.RecordInvalid as exc:
         warn(str(exc))
         return None
+
+
+def _warning(sp: spec.Spec) -> OnWarning:
+    """A record that cannot count, logged with the stack it belongs to."""
+    bound = log.bind(stack=sp.stack_name, region=sp.region)
+    return lambda message: bound.warning("migration record ignored", error=message)

@@ -16,17 +16,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import logging
 import threading
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reconciler.embedded.emulator import Emulator, wait_for
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("reconciler.embedded.migration")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +146,7 @@ class MigrationWorker:
                     done.add(target)
                     self._record_run(self._migrate(*target))
             except (ClientError, BotoCoreError) as exc:
-                log.debug("migration worker poll failed: %s", exc)
+                log.debug("migration worker poll failed", error=str(exc))
             self._stopping.wait(self.poll_seconds)
 
     def _record_run(self, run: Run | None) -> None:

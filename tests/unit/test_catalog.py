@@ -7,6 +7,8 @@ import dataclasses
 import pathlib
 from collections.abc import Iterator
 
+import structlog
+
 from reconciler import spec
 from reconciler.catalog import Catalog, load_paths
 from reconciler.source import GitError, Snapshot, SpecFile, blob_sha
@@ -261,8 +263,17 @@ def test_a_git_failure_during_the_lookup_is_retried_on_the_next_poll() -> None:
         yield SpecFile(path, body, blob_sha(body), "r1")
 
     catalog = Catalog(older_versions=flaky)
-    catalog.update(snap({"a.yaml": ("{", "r2")}))
+    with structlog.testing.capture_logs() as lines:
+        catalog.update(snap({"a.yaml": ("{", "r2")}))
     assert catalog.specs == {}
+    assert lines == [
+        {
+            "event": "cannot read older versions",
+            "file": "a.yaml",
+            "error": "git log timed out after 60s",
+            "log_level": "warning",
+        }
+    ]
     catalog.update(snap({"a.yaml": ("{", "r2")}))
     assert managed(catalog) == {"a": ("a.yaml", "r1", True)}
 

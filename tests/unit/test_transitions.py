@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 from reconciler import engine, model
+from reconciler import status as view
 from reconciler.model import Phase
 from tests.unit.plannerkit import NEW, OLD, REV, T0, deployment
 
 
-def status(phase: Phase) -> engine.StackStatus:
-    return engine.StackStatus("biglearn-api", "f.yaml", REV, deployment(), phase=phase)
+def status(phase: Phase) -> view.StackStatus:
+    return view.StackStatus("biglearn-api", "f.yaml", REV, deployment(), phase=phase)
 
 
 def kinds(before: Phase, decision: model.Decision) -> list[str]:
