@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
 
-from reconciler import model, spec, windows
+from reconciler import fold, model, spec, windows
 from reconciler.model import Phase
 
 # Stable and updatable; UPDATE_ROLLBACK_COMPLETE means the last update failed, which the
@@ -775,62 +775,12 @@ def _with_effects(decision: model.Decision, effects: tuple[model.Effect, ...]) -
 
 def _with_marks(ctx: Context, effects: tuple[model.Effect, ...]) -> Context:
     """The context as it will be once `effects` are stored (so one plan() can chain)."""
-    memory = ctx.memory
-    for effect in effects:
-        memory = apply_effect(memory, effect)
-    return dataclasses.replace(ctx, memory=memory)
+    return dataclasses.replace(ctx, memory=fold.apply_all(ctx.memory, effects).memory)
 
 
 def apply_effect(memory: model.Memory, effect: model.Effect) -> model.Memory:
-    """The pure fold of one effect into memory; the store does the same durably."""
-    r = memory.rollout
-    match effect:
-        case model.StartRollout():
-            rollout = model.RolloutMemory(
-                id=(r.id + 1 if r else 1),
-                image=effect.image,
-                revision=effect.revision,
-                from_image=effect.from_image,
-                started_at=effect.at,
-                phase1_started_at=effect.phase1_started_at,
-                migrated_at=effect.migrated_at,
-            )
-            return dataclasses.replace(memory, rollout=rollout)
-        case model.MarkRollout():
-            if r is None or not r.active:
-                return memory
-            marks = {f.name: getattr(effect, f.name) for f in dataclasses.fields(effect)}
-            return dataclasses.replace(
-                memory,
-                rollout=dataclasses.replace(r, **{k: v for k, v in marks.items() if v is not None}),
-            )
-        case model.FinishRollout():
-            if r is None or not r.active:
-                return memory
-            done = dataclasses.replace(
-                r, result=effect.result, finished_at=effect.at, reason=effect.reason
-            )
-            return dataclasses.replace(memory, rollout=done)
-        case model.SetPending():
-            return dataclasses.replace(memory, pending=effect.pending)
-        case model.ClearPending():
-            return dataclasses.replace(memory, pending=None)
-        case model.RecordFailure():
-            return dataclasses.replace(memory, failure=effect.failure)
-        case model.ClearFailure():
-            return dataclasses.replace(memory, failure=None)
-        case model.ClearRuntimePause():
-            return dataclasses.replace(memory, runtime_pause=None)
-        case model.ConsumeApproval():
-            return dataclasses.replace(memory, approved_image=None)
-        case model.OwnScaling():
-            return dataclasses.replace(memory, scaling_owned=effect.processes)
-        case model.DisownScaling():
-            resumed = r
-            if r is not None and r.scaling_suspended_at and r.scaling_resumed_at is None:
-                resumed = dataclasses.replace(r, scaling_resumed_at=effect.at)
-            return dataclasses.replace(memory, scaling_owned=frozenset(), rollout=resumed)
-    raise AssertionError(f"unknown effect {effect!r}")  # pragma: no cover
+    """The memory once `effect` is stored: the one fold (reconciler.fold), as stores do it."""
+    return fold.apply(memory, effect).memory
 
 
 def _marks_on_applied(ctx: Context, pending: model.Pending) -> tuple[model.Effect, ...]:
