@@ -21,7 +21,7 @@ from typing import Any, Literal
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from reconciler import aws, catalog, model, planner, spec
+from reconciler import aws, catalog, model, planner, reasons, spec
 from reconciler.aws.batch import NotYet
 from reconciler.aws.fleet import Fleet
 from reconciler.metrics import Metrics
@@ -478,7 +478,13 @@ class Engine:
             return dataclasses.replace(decision, phase=Phase.WAITING, message=str(exc))
         memory = self.store.load(name)
         failed = planner.failure(
-            loaded.deployment, loaded.revision, memory, now, f"update refused: {exc}", self.policy
+            loaded.deployment,
+            loaded.revision,
+            memory,
+            now,
+            reasons.Reason.UPDATE_REFUSED,
+            f"update refused: {exc}",
+            self.policy,
         )
         self.store.apply(name, (model.ClearPending(), *failed.effects))
         return failed

@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
 
-from reconciler import fold, model, spec, windows
+from reconciler import fold, model, reasons, spec, windows
 from reconciler.model import Phase
 
 # Stable and updatable; UPDATE_ROLLBACK_COMPLETE means the last update failed, which the
@@ -173,6 +173,7 @@ def failure(
     revision: str,
     memory: model.Memory,
     now: dt.datetime,
+    code: reasons.Reason,
     reason: str,
     policy: Policy = DEFAULT_POLICY,
 ) -> model.Decision:
@@ -181,7 +182,7 @@ def failure(
     ctx = Context(
         deployment.name, revision, deployment.spec, model.Observed(None), memory, now, policy
     )
-    return _fail(ctx, reason)
+    return _fail(ctx, code, reason)
 
 
 # --- the rules, in the order they are tried ------------------------------------------
@@ -253,6 +254,7 @@ def _busy(ctx: Context) -> model.Decision | None:
     if ctx.now - pending.sent_at > ctx.want.rollout.timeout:
         return _fail(
             ctx,
+            reasons.Reason.UPDATE_TIMED_OUT,
             f"{pending.kind} update has been {status} for longer than "
             f"{spec.format_duration(ctx.want.rollout.timeout)}",
             extra=(model.ClearPending(),),
@@ -276,7 +278,10 @@ def _settled(ctx: Context) -> model.Decision | None:
     if ctx.stack.status == "UPDATE_ROLLBACK_COMPLETE" and ours:
         reason = ctx.stack.status_reason or "no reason given"
         return _fail(
-            ctx, f"{pending.kind} update rolled back: {reason}", extra=(model.ClearPending(),)
+            ctx,
+            reasons.Reason.UPDATE_ROLLED_BACK,
+            f"{pending.kind} update rolled back: {reason}",
+            extra=(model.ClearPending(),),
         )
     # The update never reached the stack (a crash between recording and sending, or a
     # refused call): forget it and decide afresh; the same token makes a resend harmless.
@@ -475,10 +480,13 @@ def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
         return _passed(ctx, rollout)
     if valid and record is not None and record.status == "failed":
         detail = f": {record.detail}" if record.detail else ""
-        return _fail_migration(ctx, f"migration for {ctx.image} failed{detail}")
+        return _fail_migration(
+            ctx, reasons.Reason.MIGRATION_FAILED, f"migration for {ctx.image} failed{detail}"
+        )
     if ctx.now - started > ctx.want.migration.timeout:
         return _fail_migration(
             ctx,
+            reasons.Reason.MIGRATION_TIMED_OUT,
             f"migration for {ctx.image} did not succeed within "
             f"{spec.format_duration(ctx.want.migration.timeout)}",
         )
@@ -614,7 +622,7 @@ def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
         )
         if ctx.want.rollout.auto_rollback and rollout.from_image not in (None, ctx.image):
             return _roll_back(ctx, rollout, reason)
-        return _fail(ctx, reason)
+        return _fail(ctx, reasons.Reason.UNHEALTHY, reason)
     return model.Decision(Phase.VERIFYING, f"verifying the API group: {detail}", requeue="active")
 
 
@@ -625,7 +633,7 @@ def _roll_back(ctx: Context, rollout: model.RolloutMemory, reason: str) -> model
     assert rollout.from_image is not None
     n = ctx.names
     back = f"{reason}; rolled the API group back to {rollout.from_image}"
-    failed = _fail(ctx, back, sticky=True)
+    failed = _fail(ctx, reasons.Reason.ROLLED_BACK, back, sticky=True)
     undo = _update(
         ctx,
         "switch",
@@ -663,13 +671,17 @@ def _in_sync(ctx: Context, effects: tuple[model.Effect, ...]) -> model.Decision:
 
 
 def _fail(
-    ctx: Context, reason: str, extra: tuple[model.Effect, ...] = (), sticky: bool = False
+    ctx: Context,
+    code: reasons.Reason,
+    reason: str,
+    extra: tuple[model.Effect, ...] = (),
+    sticky: bool = False,
 ) -> model.Decision:
     previous = ctx.memory.failure
     same = previous is not None and previous.revision == ctx.revision
     count = previous.count + 1 if same and previous is not None else 1
     retry_at = HELD if sticky else ctx.now + ctx.policy.backoff(count)
-    failure = model.Failure(count, reason, ctx.now, retry_at, ctx.revision, ctx.image)
+    failure = model.Failure(count, reason, ctx.now, retry_at, ctx.revision, ctx.image, code)
     effects: list[model.Effect] = [*extra, model.RecordFailure(failure)]
     if ctx.rollout is not None:
         effects.append(model.FinishRollout("failed", ctx.now, reason))
@@ -687,9 +699,9 @@ def _when_retried(retry_at: dt.datetime) -> str:
     return f"next retry at {retry_at.isoformat()}"
 
 
-def _fail_migration(ctx: Context, reason: str) -> model.Decision:
+def _fail_migration(ctx: Context, code: reasons.Reason, reason: str) -> model.Decision:
     """A failed migration also stops the migration group, so a retry starts a fresh one."""
-    decision = _fail(ctx, reason)
+    decision = _fail(ctx, code, reason)
     n = ctx.names
     if ctx.params.get(n.migration_capacity) == "0":
         return decision

@@ -1,0 +1,53 @@
+"""Reason codes: failures stored before codes existed get theirs back from their wording."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler import model, reasons
+from reconciler.reasons import Reason
+from tests.unit.plannerkit import NEW, REV, T0
+
+# Messages exactly as the versions without codes stored them.
+LEGACY = [
+    ("migration for ami-2 failed: exit 3 in 0042_add_index", Reason.MIGRATION_FAILED),
+    ("migration for ami-2 failed", Reason.MIGRATION_FAILED),
+    ("migration for ami-2 failed: update refused by the database", Reason.MIGRATION_FAILED),
+    ("migration for ami-2 did not succeed within 30m", Reason.MIGRATION_TIMED_OUT),
+    ("switch update rolled back: Instance i-1 failed to stabilize", Reason.UPDATE_ROLLED_BACK),
+    ("migrate update rolled back: no reason given", Reason.UPDATE_ROLLED_BACK),
+    (
+        "migrate update has been UPDATE_IN_PROGRESS for longer than 45m",
+        Reason.UPDATE_TIMED_OUT,
+    ),
+    ("API group not healthy on ami-2 within 45m (0/1 healthy on ami-2)", Reason.UNHEALTHY),
+    (
+        "API group not healthy on ami-2 within 45m (0/1 healthy on ami-2); "
+        "rolled the API group back to ami-1",
+        Reason.ROLLED_BACK,
+    ),
+    (
+        "update refused: ValidationError: Parameter 'X' did not succeed within limits",
+        Reason.UPDATE_REFUSED,
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "code"), LEGACY)
+def test_a_legacy_failure_message_maps_to_its_code(text: str, code: Reason) -> None:
+    assert reasons.legacy_failure_code(text) == code
+
+
+def test_every_legacy_code_is_a_failure_code() -> None:
+    assert {code for _, code in LEGACY} <= reasons.FAILURES
+
+
+def test_a_failure_built_without_a_code_takes_it_from_its_wording() -> None:
+    """Until the stores persist codes, a loaded failure still has the right one."""
+    f = model.Failure(1, "migration for x did not succeed within 5m", T0, T0, REV, NEW)
+    assert f.code == Reason.MIGRATION_TIMED_OUT
+
+
+def test_a_failure_refuses_a_code_that_is_not_a_failure() -> None:
+    with pytest.raises(ValueError, match="not a failure code"):
+        model.Failure(1, "x", T0, T0, REV, NEW, Reason.IN_SYNC)
