@@ -21,7 +21,7 @@ from typing import Any, Literal
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from reconciler import aws, catalog, model, planner, reasons, spec
+from reconciler import aws, catalog, model, planner, reasons, spec, transitions
 from reconciler.aws.batch import NotYet
 from reconciler.aws.fleet import Fleet
 from reconciler.metrics import Metrics
@@ -66,6 +66,7 @@ class StackStatus:
     deployment: spec.StackDeployment
     phase: Phase = Phase.WAITING
     message: str = "not observed yet"
+    reason: reasons.Reason | None = None  # the last decision's code; None before the first
     observed: model.Observed | None = None
     memory: model.Memory = dataclasses.field(default_factory=model.Memory)
     last_transition: dt.datetime | None = None
@@ -97,6 +98,7 @@ class StackStatus:
             "revision": self.revision,
             "phase": str(self.phase),
             "message": self.message,
+            "reason": str(self.reason) if self.reason else None,
             "desired": {
                 "image": sp.image,
                 "capacity": {"api": sp.capacity.api, "migration": sp.capacity.migration},
@@ -115,6 +117,7 @@ class StackStatus:
             "paused": self._paused_json(),
             "failures": {
                 "count": failure.count if failure else 0,
+                "code": str(failure.code) if failure else None,
                 "nextRetryAt": _iso(failure.next_retry_at) if failure else None,
             },
             "rollout": rollout_json(self.memory.rollout),
@@ -158,55 +161,6 @@ def rollout_json(r: model.RolloutMemory | None) -> dict[str, Any] | None:
 
 
 Listener = Callable[[list[model.Transition]], None]
-
-
-def transitions(
-    status: StackStatus, decision: model.Decision, now: dt.datetime
-) -> list[model.Transition]:
-    """What a step changed that a person may want to hear about (before `status` moves on)."""
-    kinds: list[model.TransitionKind] = []
-    for effect in decision.effects:
-        match effect:
-            case model.StartRollout():
-                kinds.append("rollout_started")
-            case model.MarkRollout(migrated_at=dt.datetime()):
-                kinds.append("migration_succeeded")
-            case model.MarkRollout(switched_at=dt.datetime()):
-                kinds.append("switched")
-            case model.FinishRollout(result="succeeded"):
-                kinds.append("rollout_succeeded")
-            case model.RecordFailure(failure=f):
-                if f.reason.startswith("migration"):
-                    kinds.append("migration_failed")
-                kinds.append("rollout_failed")
-                if "rolled the API group back" in f.reason:
-                    kinds.append("rolled_back")
-    entered = decision.phase if decision.phase != status.phase else None
-    if entered in _ENTERED:
-        kinds.append(_ENTERED[entered])
-    if status.phase == Phase.PAUSED and entered is not None:
-        kinds.append("resumed")
-    sp = status.deployment.spec
-    return [
-        model.Transition(
-            status.name,
-            sp.stack_name,
-            sp.region,
-            status.revision,
-            k,
-            sp.image,
-            decision.message,
-            now,
-        )
-        for k in dict.fromkeys(kinds)
-    ]
-
-
-_ENTERED: dict[Phase, model.TransitionKind] = {
-    Phase.AWAITING_APPROVAL: "awaiting_approval",
-    Phase.BLOCKED: "blocked",
-    Phase.PAUSED: "paused",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,7 +308,9 @@ class Engine:
             observed = self._fill(sp, observed, decision.needs)
             decision, now = self._plan(loaded, observed, memory)
         if decision.needs:  # cannot happen with a full observation; never act on it
-            decision = model.Decision(decision.phase, decision.message, requeue="active")
+            decision = model.Decision(
+                decision.phase, decision.message, reason=decision.reason, requeue="active"
+            )
         return observed, memory, decision, now
 
     def _plan(
@@ -472,10 +428,15 @@ class Engine:
         now: dt.datetime,
     ) -> model.Decision:
         name = loaded.deployment.name
-        if exc.code in _TRANSIENT_CODES or "_IN_PROGRESS state" in exc.message:
+        if exc.code in _TRANSIENT_CODES or exc.busy:
             # The stack became busy between observing and sending: not a failure.
             self.store.apply(name, (model.ClearPending(),))
-            return dataclasses.replace(decision, phase=Phase.WAITING, message=str(exc))
+            return dataclasses.replace(
+                decision,
+                phase=Phase.WAITING,
+                message=str(exc),
+                reason=reasons.Reason.UPDATE_DEFERRED,
+            )
         memory = self.store.load(name)
         failed = planner.failure(
             loaded.deployment,
@@ -506,7 +467,9 @@ class Engine:
         now: dt.datetime,
     ) -> None:
         changed = decision.phase != status.phase or decision.message != status.message
-        told = transitions(status, decision, now)
+        told = transitions.derive(
+            status.name, status.revision, status.deployment.spec, status.phase, decision, now
+        )
         if decision.phase != status.phase:
             status.last_transition = now
         status.phase, status.message, status.requeue = (
@@ -514,6 +477,7 @@ class Engine:
             decision.message,
             decision.requeue,
         )
+        status.reason = decision.reason
         status.last_error = error
         self._count_rollouts(status, decision, before, now)
         if changed or sent or error:

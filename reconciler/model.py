@@ -351,7 +351,7 @@ class ScalingChange:
 @dataclasses.dataclass(frozen=True)
 class Decision:
     phase: Phase
-    message: str
+    message: str  # for people: its wording may change; programs read `reason`
     update: StackUpdate | None = None
     effects: tuple[Effect, ...] = ()
     requeue: Requeue = "idle"  # idle: spec interval; active: soon; retry: at failure.next_retry_at
@@ -359,6 +359,8 @@ class Decision:
     # Non-empty: the rules could not decide from a partial observation; the engine reads
     # these, plans again, and never acts on (or stores) this decision.
     needs: frozenset[Need] = frozenset()
+    # Why: the closed code transitions, notifications and status derive from (keyword-only).
+    reason: reasons.Reason = dataclasses.field(kw_only=True)
 
 
 # --- told ---------------------------------------------------------------------------

@@ -18,8 +18,9 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
 
-from reconciler import fold, model, reasons, spec, windows
+from reconciler import fold, model, spec, windows
 from reconciler.model import Phase
+from reconciler.reasons import Reason
 
 # Stable and updatable; UPDATE_ROLLBACK_COMPLETE means the last update failed, which the
 # pending-update check below tells apart from a stack that simply rolled back long ago.
@@ -148,7 +149,11 @@ def plan(
         # Whatever was decided on the way is void: the engine reads more and plans again.
         message = f"reading the {lacking.need} this step needs"
         return model.Decision(
-            Phase.WAITING, message, requeue="active", needs=frozenset({lacking.need})
+            Phase.WAITING,
+            message,
+            reason=Reason.READING,
+            requeue="active",
+            needs=frozenset({lacking.need}),
         )
     raise AssertionError("the last rule always decides")  # pragma: no cover
 
@@ -173,7 +178,7 @@ def failure(
     revision: str,
     memory: model.Memory,
     now: dt.datetime,
-    code: reasons.Reason,
+    code: Reason,
     reason: str,
     policy: Policy = DEFAULT_POLICY,
 ) -> model.Decision:
@@ -194,6 +199,7 @@ def _missing(ctx: Context) -> model.Decision | None:
             Phase.BLOCKED,
             f"stack {ctx.want.stack_name} not found in {ctx.want.region}: create it, "
             "or fix spec.stackName (the daemon never creates stacks)",
+            reason=Reason.MISSING_STACK,
         )
     return None
 
@@ -206,9 +212,14 @@ def _broken(ctx: Context) -> model.Decision | None:
             Phase.BLOCKED,
             f"stack {ctx.want.stack_name} is {status}{reason}: it needs a person "
             "(e.g. continue-update-rollback) before the daemon can update it",
+            reason=Reason.STACK_BROKEN,
         )
     if status not in STABLE and not status.endswith("_IN_PROGRESS"):
-        return model.Decision(Phase.BLOCKED, f"stack is in unknown status {status}")
+        return model.Decision(
+            Phase.BLOCKED,
+            f"stack is in unknown status {status}",
+            reason=Reason.UNKNOWN_STACK_STATUS,
+        )
     return None
 
 
@@ -220,9 +231,10 @@ def _bad_names(ctx: Context) -> model.Decision | None:
             Phase.BLOCKED,
             f"template of {ctx.want.stack_name} has no parameter(s) {', '.join(absent)}: "
             "fix spec.parameterNames or spec.parameters",
+            reason=Reason.BAD_PARAMETER_NAMES,
         )
     if ctx.observed.problem is not None:
-        return model.Decision(Phase.BLOCKED, ctx.observed.problem)
+        return model.Decision(Phase.BLOCKED, ctx.observed.problem, reason=Reason.RESOURCE_PROBLEM)
     return None
 
 
@@ -230,14 +242,22 @@ def _paused(ctx: Context) -> model.Decision | None:
     pause = ctx.want.paused
     if pause is not None and (pause.until is None or ctx.now < pause.until):
         until = f" until {pause.until.isoformat()}" if pause.until else ""
-        return model.Decision(Phase.PAUSED, f"paused in the spec{until}: {pause.reason}")
+        return model.Decision(
+            Phase.PAUSED,
+            f"paused in the spec{until}: {pause.reason}",
+            reason=Reason.PAUSED_IN_SPEC,
+        )
     runtime = ctx.memory.runtime_pause
     if runtime is None:
         return None
     if runtime.until is not None and ctx.now >= runtime.until:
         return _continue(ctx, _paused, (model.ClearRuntimePause(),))
     until = f" until {runtime.until.isoformat()}" if runtime.until else ""
-    return model.Decision(Phase.PAUSED, f"paused by an operator{until}: {runtime.reason}")
+    return model.Decision(
+        Phase.PAUSED,
+        f"paused by an operator{until}: {runtime.reason}",
+        reason=Reason.PAUSED_BY_OPERATOR,
+    )
 
 
 def _busy(ctx: Context) -> model.Decision | None:
@@ -249,12 +269,13 @@ def _busy(ctx: Context) -> model.Decision | None:
         return model.Decision(
             Phase.WAITING,
             f"stack is {status}: an operation not started by the daemon is under way",
+            reason=Reason.BUSY_FOREIGN,
             requeue="active",
         )
     if ctx.now - pending.sent_at > ctx.want.rollout.timeout:
         return _fail(
             ctx,
-            reasons.Reason.UPDATE_TIMED_OUT,
+            Reason.UPDATE_TIMED_OUT,
             f"{pending.kind} update has been {status} for longer than "
             f"{spec.format_duration(ctx.want.rollout.timeout)}",
             extra=(model.ClearPending(),),
@@ -262,6 +283,7 @@ def _busy(ctx: Context) -> model.Decision | None:
     return model.Decision(
         _PHASE_OF_KIND[pending.kind],
         f"{pending.kind} update to {pending.image} is {status}",
+        reason=Reason.UPDATE_IN_PROGRESS,
         requeue="active",
     )
 
@@ -279,7 +301,7 @@ def _settled(ctx: Context) -> model.Decision | None:
         reason = ctx.stack.status_reason or "no reason given"
         return _fail(
             ctx,
-            reasons.Reason.UPDATE_ROLLED_BACK,
+            Reason.UPDATE_ROLLED_BACK,
             f"{pending.kind} update rolled back: {reason}",
             extra=(model.ClearPending(),),
         )
@@ -300,6 +322,7 @@ def _backing_off(ctx: Context) -> model.Decision | None:
             Phase.FAILED,
             f"{failure.reason}; attempt {failure.count} failed, "
             f"{_when_retried(failure.next_retry_at)}",
+            reason=Reason.BACKING_OFF,
             requeue="retry",
         )
     return None
@@ -422,6 +445,7 @@ def _start_phase1(ctx: Context) -> model.Decision:
         "migrate",
         changes,
         Phase.MIGRATING,
+        Reason.MIGRATING,
         f"phase 1: starting migrations for {ctx.image} on the migration group "
         f"(revision {ctx.revision[:12]})",
         effects,
@@ -438,18 +462,21 @@ def _promotion_gate(ctx: Context) -> model.Decision | None:
         return model.Decision(
             Phase.WAITING,
             f"promotion: waiting for {promotion.after}, which this daemon does not manage",
+            reason=Reason.AWAITING_UPSTREAM,
         )
     if not up.in_sync or up.image != ctx.image:
         return model.Decision(
             Phase.WAITING,
             f"promotion: waiting for {promotion.after} to run {ctx.image} in sync "
             f"(it {'is in sync on' if up.in_sync else 'is rolling out'} {up.image})",
+            reason=Reason.AWAITING_UPSTREAM,
         )
     if up.since is not None and ctx.now < up.since + promotion.bake:
         ready = up.since + promotion.bake
         return model.Decision(
             Phase.WAITING,
             f"promotion: {ctx.image} bakes on {promotion.after} until {ready.isoformat()}",
+            reason=Reason.BAKING,
             requeue="active",
         )
     return None
@@ -465,7 +492,11 @@ def _window_gate(ctx: Context) -> model.Decision | None:
     verdict = windows.verdict(ctx.want.windows, ctx.now)
     if verdict.allowed:
         return None
-    return model.Decision(Phase.WAITING, f"rollout of {ctx.image} waits: {verdict.reason}")
+    return model.Decision(
+        Phase.WAITING,
+        f"rollout of {ctx.image} waits: {verdict.reason}",
+        reason=Reason.OUTSIDE_WINDOW,
+    )
 
 
 def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
@@ -481,12 +512,12 @@ def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
     if valid and record is not None and record.status == "failed":
         detail = f": {record.detail}" if record.detail else ""
         return _fail_migration(
-            ctx, reasons.Reason.MIGRATION_FAILED, f"migration for {ctx.image} failed{detail}"
+            ctx, Reason.MIGRATION_FAILED, f"migration for {ctx.image} failed{detail}"
         )
     if ctx.now - started > ctx.want.migration.timeout:
         return _fail_migration(
             ctx,
-            reasons.Reason.MIGRATION_TIMED_OUT,
+            Reason.MIGRATION_TIMED_OUT,
             f"migration for {ctx.image} did not succeed within "
             f"{spec.format_duration(ctx.want.migration.timeout)}",
         )
@@ -496,6 +527,7 @@ def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
     return model.Decision(
         Phase.MIGRATING,
         f"waiting for the migration record of {ctx.image}{progress}",
+        reason=Reason.AWAITING_MIGRATION,
         requeue="active",
     )
 
@@ -512,6 +544,7 @@ def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decisio
                 Phase.AWAITING_APPROVAL,
                 f"migrations for {ctx.image} succeeded; approve to switch the API group "
                 f"(reconciler approve {ctx.name})",
+                reason=Reason.AWAITING_APPROVAL,
             )
         marks = (model.MarkRollout(approved_at=ctx.now), model.ConsumeApproval())
         return _with_effects(_decide_rest(ctx, settled=marks), marks)
@@ -530,6 +563,7 @@ def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decisio
         "switch",
         changes,
         Phase.UPDATING_API,
+        Reason.SWITCHING,
         f"phase 2: switching the API group to {ctx.image} (revision {ctx.revision[:12]})",
         [model.MarkRollout(switch_started_at=ctx.now)],
     )
@@ -546,6 +580,7 @@ def _suspend_scaling(ctx: Context, rollout: model.RolloutMemory) -> model.Decisi
         return model.Decision(
             Phase.UPDATING_API,
             "waiting to read the API group's scaling processes before suspending them",
+            reason=Reason.SUSPENDING_SCALING,
             requeue="active",
         )
     if rollout.scaling_suspended_at is not None and ctx.memory.scaling_owned <= suspended:
@@ -561,6 +596,7 @@ def _suspend_scaling(ctx: Context, rollout: model.RolloutMemory) -> model.Decisi
     return model.Decision(
         Phase.UPDATING_API,
         f"suspending {', '.join(sorted(todo))} on the API group before the switch",
+        reason=Reason.SUSPENDING_SCALING,
         effects=marks,
         requeue="active",
         scaling=model.ScalingChange("suspend", group, frozenset(todo)),
@@ -587,6 +623,7 @@ def _converge(ctx: Context) -> model.Decision:
             kind,
             changes,
             Phase.UPDATING_API,
+            Reason.APPLYING_PARAMETERS,
             f"applying {', '.join(sorted(changes))} to {ctx.want.stack_name}",
             [],
         )
@@ -622,8 +659,13 @@ def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
         )
         if ctx.want.rollout.auto_rollback and rollout.from_image not in (None, ctx.image):
             return _roll_back(ctx, rollout, reason)
-        return _fail(ctx, reasons.Reason.UNHEALTHY, reason)
-    return model.Decision(Phase.VERIFYING, f"verifying the API group: {detail}", requeue="active")
+        return _fail(ctx, Reason.UNHEALTHY, reason)
+    return model.Decision(
+        Phase.VERIFYING,
+        f"verifying the API group: {detail}",
+        reason=Reason.VERIFYING,
+        requeue="active",
+    )
 
 
 def _roll_back(ctx: Context, rollout: model.RolloutMemory, reason: str) -> model.Decision:
@@ -633,12 +675,13 @@ def _roll_back(ctx: Context, rollout: model.RolloutMemory, reason: str) -> model
     assert rollout.from_image is not None
     n = ctx.names
     back = f"{reason}; rolled the API group back to {rollout.from_image}"
-    failed = _fail(ctx, reasons.Reason.ROLLED_BACK, back, sticky=True)
+    failed = _fail(ctx, Reason.ROLLED_BACK, back, sticky=True)
     undo = _update(
         ctx,
         "switch",
         {n.api_image: rollout.from_image, n.api_capacity: ctx.api_capacity()},
         Phase.FAILED,
+        Reason.ROLLED_BACK,
         "",
         [],
         step="rollback",
@@ -655,6 +698,7 @@ def _succeed(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
     return model.Decision(
         Phase.IN_SYNC,
         f"rollout of {ctx.image} succeeded (revision {ctx.revision[:12]})",
+        reason=Reason.ROLLOUT_SUCCEEDED,
         effects=tuple(effects),
     )
 
@@ -663,7 +707,10 @@ def _in_sync(ctx: Context, effects: tuple[model.Effect, ...]) -> model.Decision:
     if ctx.memory.failure is not None:
         effects = (*effects, model.ClearFailure())
     return model.Decision(
-        Phase.IN_SYNC, f"{ctx.want.stack_name} runs {ctx.image} as specified", effects=effects
+        Phase.IN_SYNC,
+        f"{ctx.want.stack_name} runs {ctx.image} as specified",
+        reason=Reason.IN_SYNC,
+        effects=effects,
     )
 
 
@@ -672,7 +719,7 @@ def _in_sync(ctx: Context, effects: tuple[model.Effect, ...]) -> model.Decision:
 
 def _fail(
     ctx: Context,
-    code: reasons.Reason,
+    code: Reason,
     reason: str,
     extra: tuple[model.Effect, ...] = (),
     sticky: bool = False,
@@ -688,6 +735,7 @@ def _fail(
     return model.Decision(
         Phase.FAILED,
         f"{reason}; attempt {count} failed, {_when_retried(retry_at)}",
+        reason=code,
         effects=tuple(effects),
         requeue="retry",
     )
@@ -699,14 +747,21 @@ def _when_retried(retry_at: dt.datetime) -> str:
     return f"next retry at {retry_at.isoformat()}"
 
 
-def _fail_migration(ctx: Context, code: reasons.Reason, reason: str) -> model.Decision:
+def _fail_migration(ctx: Context, code: Reason, reason: str) -> model.Decision:
     """A failed migration also stops the migration group, so a retry starts a fresh one."""
     decision = _fail(ctx, code, reason)
     n = ctx.names
     if ctx.params.get(n.migration_capacity) == "0":
         return decision
     stop = _update(
-        ctx, "migrate", {n.migration_capacity: "0"}, Phase.FAILED, "", [], step="stop-migration"
+        ctx,
+        "migrate",
+        {n.migration_capacity: "0"},
+        Phase.FAILED,
+        code,
+        "",
+        [],
+        step="stop-migration",
     )
     return dataclasses.replace(
         decision, update=stop.update, effects=decision.effects + stop.effects
@@ -740,6 +795,7 @@ def _update(
     kind: model.UpdateKind,
     changes: Mapping[str, str],
     phase: Phase,
+    reason: Reason,
     message: str,
     effects: list[model.Effect],
     step: str | None = None,
@@ -759,6 +815,7 @@ def _update(
     return model.Decision(
         phase,
         message,
+        reason=reason,
         update=update,
         effects=(*effects, model.SetPending(pending)),
         requeue="active",
@@ -776,7 +833,9 @@ def client_request_token(
 
 def _needs(ctx: Context, need: model.Need, phase: Phase, message: str) -> model.Decision:
     """No decision yet: a partial observation lacks what this rule reads (see Observed)."""
-    return model.Decision(phase, message, requeue="active", needs=frozenset({need}))
+    return model.Decision(
+        phase, message, reason=Reason.READING, requeue="active", needs=frozenset({need})
+    )
 
 
 def _with_effects(decision: model.Decision, effects: tuple[model.Effect, ...]) -> model.Decision:

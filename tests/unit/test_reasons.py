@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from reconciler import model, reasons
+from reconciler.aws import act
 from reconciler.reasons import Reason
 from tests.unit.plannerkit import NEW, REV, T0
 
@@ -51,3 +54,18 @@ def test_a_failure_built_without_a_code_takes_it_from_its_wording() -> None:
 def test_a_failure_refuses_a_code_that_is_not_a_failure() -> None:
     with pytest.raises(ValueError, match="not a failure code"):
         model.Failure(1, "x", T0, T0, REV, NEW, Reason.IN_SYNC)
+
+
+def test_the_contract_documents_every_reason_code() -> None:
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "contract.md").read_text()
+    rows = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")}
+    assert set(map(str, Reason)) <= rows
+
+
+def test_a_busy_stack_is_recognised_where_aws_answers_not_above() -> None:
+    """The AWS edge reads AWS's wording once; the engine reads `busy`."""
+    busy = act.UpdateRefused(
+        "ValidationError", "Stack:arn:x is in UPDATE_IN_PROGRESS state and can not be updated."
+    )
+    assert busy.busy
+    assert not act.UpdateRefused("ValidationError", "Parameter 'X' must be a number").busy
