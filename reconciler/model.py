@@ -257,7 +257,6 @@ class MarkRollout:
     approved_at: dt.datetime | None = None
     switch_started_at: dt.datetime | None = None
     switched_at: dt.datetime | None = None
-    revision: str | None = None
     scaling_suspended_at: dt.datetime | None = None
 
 
