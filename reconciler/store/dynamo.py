@@ -184,7 +184,7 @@ class Lease:
             with self._lock:
                 self._holders[name] = str(holder)
             return None
-        fence = int(answer["Attributes"]["fence"]["N"])
+        fence = int(_decode(cast(Item, answer["Attributes"]))["fence"])
         with self._lock:
             self._held[name] = _Held(fence, now + self.ttl)
             self._holders.pop(name, None)
@@ -303,7 +303,8 @@ class DynamoStore:
             ConsistentRead=True,
         )
         items = cast(list[Item], answer.get("Items", []))  # a handful: never a second page
-        return {i["sk"]["S"]: _decode(i) for i in items if i["sk"]["S"] in _SINGLES}
+        rows = [_decode(i) for i in items]
+        return {row["sk"]: row for row in rows if row["sk"] in _SINGLES}
 
     def _latest(self, name: str) -> dict[str, Any] | None:
         for item in self._query(name, ROLLOUT, newest_first=True):
