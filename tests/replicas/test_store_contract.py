@@ -5,7 +5,9 @@ memory and rollout rows, ids included."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import pathlib
 import tempfile
 import uuid
@@ -15,9 +17,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from reconciler import model, reasons
+from reconciler import model
 from reconciler.store import DynamoStore, Store, create_table
 from tests.unit import test_store as cases
+from tests.upgrade import test_upgrade as upgrade
+
+ITEMS = pathlib.Path(upgrade.__file__).with_name("dynamo-v4.json")
 
 # Cases that hold the behavior any backend owes; the rest test SQLite itself (WAL, schema
 # versions, file durability, the state-dir flock, SQLite's own CHECK constraints).
@@ -100,24 +105,21 @@ def test_store_persists_exactly_the_fold(
         dynamodb.delete_table(TableName=table)
 
 
-def test_items_written_before_failure_codes_still_load(
+def test_items_written_by_the_previous_release_load_and_resume(
     dynamodb: Any, table: str, dynamo_store: DynamoStore
 ) -> None:
-    """A failure item of the previous layout (no `code`) loads with the code its wording
-    gives, and the rest of the spec's items load as they did."""
-    t0 = {"S": "2026-11-26T10:00:00.000000Z"}
-    item = {
-        "pk": {"S": "api"},
-        "sk": {"S": "failure"},
-        "count": {"N": "2"},
-        "reason": {"S": "update rolled back: UPDATE_ROLLBACK_COMPLETE"},
-        "at": t0,
-        "next_retry_at": t0,
-        "revision": {"S": "r1"},
-        "image": {"S": "ami-2"},
-    }
-    dynamodb.put_item(TableName=table, Item=item)
-    failure = dynamo_store.load("api").failure
-    assert failure is not None
-    assert failure.code == reasons.Reason.UPDATE_ROLLED_BACK
-    assert failure.count == 2
+    """The items 7d4fa44 wrote mid-rollout (tests/upgrade/dynamo-v4.json: no failure
+    `code`) load as the same memory as its SQLite store (DynamoDB numbered rollouts per spec
+    already), the failure coded from its wording, and the rollout goes on to phase 2."""
+    for item in json.loads(ITEMS.read_text()):
+        dynamodb.put_item(TableName=table, Item=item)
+    api, worker = upgrade.API_MEMORY, upgrade.WORKER_MEMORY
+    assert api.rollout is not None and worker.rollout is not None
+    assert dynamo_store.load(upgrade.API) == dataclasses.replace(
+        api, rollout=dataclasses.replace(api.rollout, id=2)
+    )
+    assert dynamo_store.load(upgrade.WORKER) == dataclasses.replace(
+        worker, rollout=dataclasses.replace(worker.rollout, id=1)
+    )
+    assert len(dynamo_store.due(upgrade.m(0))) == 1
+    upgrade.test_upgraded_daemon_resumes_the_rollout(dynamo_store)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from reconciler import fold, model, planner, reasons
-from reconciler.store import Store
+from reconciler.store import StateStore, Store
 from tests.unit import plannerkit as kit
 
 DUMP = pathlib.Path(__file__).with_name("store-v4.sql")
@@ -108,10 +108,12 @@ def test_old_store_loads_the_same_memory(store: Store) -> None:
     assert [e.key for e in store.due(m(0))] == [f"{API}|{kit.REV}|rollout_started"]
 
 
-def test_upgraded_daemon_resumes_the_rollout(store: Store) -> None:
+def test_upgraded_daemon_resumes_the_rollout(store: StateStore) -> None:
     """With the migration applied and its record succeeded, the new planner on the old
     memory goes on to phase 2 of the same rollout; the store keeps what the fold gives."""
     memory = store.load(API)
+    assert memory.rollout is not None
+    rollout_id = memory.rollout.id
     observed = kit.observed(kit.stack(mig=kit.NEW, mig_cap=1), record=kit.record(at=m(-2)))
     decision = planner.plan(kit.deployment(), kit.REV, observed, memory, m(0))
     assert decision.update is not None and decision.update.kind == "switch"
@@ -120,7 +122,7 @@ def test_upgraded_daemon_resumes_the_rollout(store: Store) -> None:
     resumed = store.load(API)
     assert resumed == fold.apply_all(memory, decision.effects).memory
     assert resumed.rollout is not None
-    assert (resumed.rollout.id, resumed.rollout.migrated_at) == (3, m(0))
+    assert (resumed.rollout.id, resumed.rollout.migrated_at) == (rollout_id, m(0))
 
 
 def test_new_rollouts_number_on_per_spec(store: Store) -> None:
