@@ -42,7 +42,7 @@ def _account(sp: spec.Spec) -> tuple[str, str | None]:
     return sp.region, sp.role_arn
 
 
-def _settled_cheaply(decision: model.Decision) -> bool:
+def _decided_cheaply(decision: model.Decision) -> bool:
     """Nothing to send, store or scale: a batched read of the stack was enough."""
     return (
         decision.update is None
@@ -295,7 +295,7 @@ class Engine:
         cheap = self._observe_cheaply(sp, memory)
         if cheap is not None:
             decision, now = self._plan(loaded, cheap, memory)
-            if _settled_cheaply(decision):
+            if _decided_cheaply(decision):
                 return cheap, memory, decision, now
         observed = self._with_upstream(
             sp, self.fleet.observe(sp, sp.image, self.fresh, self._managed(sp))

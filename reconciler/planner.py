@@ -4,9 +4,13 @@ Rules of this file:
 - `plan(...)` is a pure function of its arguments: no I/O, no clock, no randomness.
   Time comes in as `now`; what AWS looks like comes in as `Observed`; what only we know
   comes in as `Memory`. The engine carries the returned Decision out.
-- Checks run in a fixed order, each a named helper returning a Decision or None:
-  the first that decides wins. Safety checks (stack missing, broken, paused, busy)
-  come before anything that could send an update.
+- Rules run in a fixed order (RULES). Each returns a Decision (the first one wins), or
+  Continue(effects): store these, and let the later rules decide on the memory they
+  leave; or None: not mine. `plan()` is the one loop that folds and chains them.
+  Safety rules (stack missing, broken, paused, busy) come before anything that could
+  send an update.
+- "Settled" means one thing: an update we sent is no longer in progress (applied,
+  rolled back, or never arrived); `_settled` judges which.
 - The API image parameter is only ever set to an image whose migration passed the gate.
 - Every update names every template parameter (unchanged ones as UsePreviousValue).
 """
@@ -125,7 +129,18 @@ class Context:
         return f.count if f is not None and f.image == self.image else 0
 
 
-Rule = Callable[[Context], model.Decision | None]
+@dataclasses.dataclass(frozen=True)
+class Continue:
+    """A rule's outcome short of a decision: store `effects`, then let the later rules
+    decide on the memory they leave. `resume`: scaling processes to resume if no later
+    rule sends or scales anything (one action per step)."""
+
+    effects: tuple[model.Effect, ...] = ()
+    resume: model.ScalingChange | None = None
+
+
+Outcome = model.Decision | Continue | None
+Rule = Callable[[Context], Outcome]
 
 
 def plan(
@@ -141,10 +156,7 @@ def plan(
         raise ValueError("now must be timezone-aware")
     ctx = Context(deployment.name, revision, deployment.spec, observed, memory, now, policy)
     try:
-        for rule in RULES:
-            decision = rule(ctx)
-            if decision is not None:
-                return decision
+        return _run(ctx)
     except _Lacking as lacking:
         # Whatever was decided on the way is void: the engine reads more and plans again.
         message = f"reading the {lacking.need} this step needs"
@@ -155,7 +167,35 @@ def plan(
             requeue="active",
             needs=frozenset({lacking.need}),
         )
+
+
+def _run(ctx: Context) -> model.Decision:
+    """The one loop: try the rules in order; fold what a rule continues with into the
+    memory the later rules see, and store it ahead of the decision's own effects."""
+    stored: list[model.Effect] = []
+    resume: model.ScalingChange | None = None
+    for rule in RULES:
+        outcome = rule(ctx)
+        if isinstance(outcome, Continue):
+            ctx = _with_marks(ctx, outcome.effects)
+            stored.extend(outcome.effects)
+            resume = outcome.resume or resume
+        elif outcome is not None:
+            return _finish(outcome, tuple(stored), resume)
     raise AssertionError("the last rule always decides")  # pragma: no cover
+
+
+def _finish(
+    decision: model.Decision,
+    stored: tuple[model.Effect, ...],
+    resume: model.ScalingChange | None,
+) -> model.Decision:
+    if decision.needs:
+        return decision  # void, with all it continued from: the engine reads and plans again
+    decision = dataclasses.replace(decision, effects=(*stored, *decision.effects))
+    if resume is None or decision.update is not None or decision.scaling is not None:
+        return decision  # one action per step; the resume comes next
+    return dataclasses.replace(decision, scaling=resume, requeue="active")
 
 
 class _Lacking(Exception):
@@ -238,7 +278,7 @@ def _bad_names(ctx: Context) -> model.Decision | None:
     return None
 
 
-def _paused(ctx: Context) -> model.Decision | None:
+def _paused(ctx: Context) -> Outcome:
     pause = ctx.want.paused
     if pause is not None and (pause.until is None or ctx.now < pause.until):
         until = f" until {pause.until.isoformat()}" if pause.until else ""
@@ -251,7 +291,7 @@ def _paused(ctx: Context) -> model.Decision | None:
     if runtime is None:
         return None
     if runtime.until is not None and ctx.now >= runtime.until:
-        return _continue(ctx, _paused, (model.ClearRuntimePause(),))
+        return Continue((model.ClearRuntimePause(),))
     until = f" until {runtime.until.isoformat()}" if runtime.until else ""
     return model.Decision(
         Phase.PAUSED,
@@ -288,14 +328,14 @@ def _busy(ctx: Context) -> model.Decision | None:
     )
 
 
-def _settled(ctx: Context) -> model.Decision | None:
+def _settled(ctx: Context) -> Outcome:
     """Judge a pending update now that the stack is stable: applied, rolled back, or lost."""
     pending = ctx.memory.pending
     if pending is None:
         return None
     applied = all(ctx.params.get(k) == v for k, v in pending.expected.items())
     if applied:
-        return _continue(ctx, _settled, (model.ClearPending(), *_marks_on_applied(ctx, pending)))
+        return Continue((model.ClearPending(), *_marks_on_applied(ctx, pending)))
     ours = ctx.stack.last_updated is None or ctx.stack.last_updated >= pending.sent_at - CLOCK_SKEW
     if ctx.stack.status == "UPDATE_ROLLBACK_COMPLETE" and ours:
         reason = ctx.stack.status_reason or "no reason given"
@@ -307,16 +347,16 @@ def _settled(ctx: Context) -> model.Decision | None:
         )
     # The update never reached the stack (a crash between recording and sending, or a
     # refused call): forget it and decide afresh; the same token makes a resend harmless.
-    return _continue(ctx, _settled, (model.ClearPending(),))
+    return Continue((model.ClearPending(),))
 
 
-def _backing_off(ctx: Context) -> model.Decision | None:
+def _backing_off(ctx: Context) -> Outcome:
     failure = ctx.memory.failure
     if failure is None:
         return None
     if failure.revision != ctx.revision or failure.image != ctx.image:
         # A new git revision retries at once.
-        return _continue(ctx, _backing_off, (model.ClearFailure(),))
+        return Continue((model.ClearFailure(),))
     if ctx.now < failure.next_retry_at:
         return model.Decision(
             Phase.FAILED,
@@ -328,7 +368,7 @@ def _backing_off(ctx: Context) -> model.Decision | None:
     return None
 
 
-def _heal_scaling(ctx: Context) -> model.Decision | None:
+def _heal_scaling(ctx: Context) -> Outcome:
     """Resume the processes we suspended once no switch needs them frozen: after success,
     after failure, and after a crash between suspending and resuming."""
     owned = ctx.memory.scaling_owned
@@ -340,39 +380,11 @@ def _heal_scaling(ctx: Context) -> model.Decision | None:
         return None
     still = owned & ctx.observed.api_suspended
     if not still:
-        return _continue(ctx, _heal_scaling, (model.DisownScaling(ctx.now),))
-    rest = _continue(ctx, _heal_scaling, ())
-    if rest.update is not None or rest.scaling is not None or ctx.observed.api_group is None:
-        return rest  # one action per step; the resume comes next
-    change = model.ScalingChange("resume", ctx.observed.api_group, frozenset(still))
-    return dataclasses.replace(rest, scaling=change, requeue="active")
+        return Continue((model.DisownScaling(ctx.now),))
+    if ctx.observed.api_group is None:
+        return None
+    return Continue(resume=model.ScalingChange("resume", ctx.observed.api_group, frozenset(still)))
 
-
-def _decide(ctx: Context) -> model.Decision:
-    return _decide_rest(ctx)
-
-
-def _continue(ctx: Context, after: Rule, effects: tuple[model.Effect, ...]) -> model.Decision:
-    """Store `effects`, then let the rules after `after` decide on the memory they leave."""
-    later = _with_marks(ctx, effects)
-    for rule in RULES[RULES.index(after) + 1 :]:
-        decision = rule(later)
-        if decision is not None:
-            return _with_effects(decision, effects)
-    raise AssertionError("the last rule always decides")  # pragma: no cover
-
-
-RULES: tuple[Rule, ...] = (
-    _missing,
-    _broken,
-    _bad_names,
-    _paused,
-    _busy,
-    _settled,
-    _heal_scaling,
-    _backing_off,
-    _decide,
-)
 
 _PHASE_OF_KIND: Mapping[model.UpdateKind, Phase] = {
     "migrate": Phase.MIGRATING,
@@ -382,34 +394,33 @@ _PHASE_OF_KIND: Mapping[model.UpdateKind, Phase] = {
 
 
 # --- the rollout proper: stack stable, nothing pending, not backing off --------------
+# Toward an image the API group does not run yet: phase 1, adopt, gate, approval,
+# suspend scaling, switch. Each rule leaves the other branch alone (_converging).
 
 
-def _decide_rest(ctx: Context, settled: tuple[model.Effect, ...] = ()) -> model.Decision:
-    """What to do from a stable stack; `settled` are marks the caller is about to store."""
-    ctx = _with_marks(ctx, settled)
-    if ctx.live_api_image == ctx.image:
-        return _converge(ctx)
-    return _rollout(ctx)
+def _converging(ctx: Context) -> bool:
+    """The API group runs the desired image: the rules after _switch decide."""
+    return ctx.live_api_image == ctx.image
 
 
-def _rollout(ctx: Context) -> model.Decision:
-    """The API group runs another image: migrate, gate, switch."""
+def _phase1(ctx: Context) -> Outcome:
+    """Start phase 1 unless it is live or its migrations already passed."""
     rollout = ctx.rollout
-    phase1_done = _phase1_applied(ctx)
     migrated = rollout is not None and rollout.migrated_at is not None
-    if not migrated and not phase1_done:
-        return _start_phase1(ctx)
-    if rollout is None:
-        # Phase 1 is live but we hold no record of it (the store was lost, or a person
-        # ran it): adopt it, counting records from the stack's last update.
-        if ctx.observed.partial and ctx.stack.last_updated is None:
-            return _needs(ctx, "events", Phase.MIGRATING, "reading when phase 1 started")
-        since = ctx.stack.last_updated or ctx.now
-        start = _start_rollout(ctx, phase1_started_at=since)
-        return _with_effects(_decide_rest(ctx, settled=(start,)), (start,))
-    if not migrated:
-        return _gate(ctx, rollout)
-    return _switch_or_hold(ctx, rollout)
+    if _converging(ctx) or migrated or _phase1_applied(ctx):
+        return None
+    return _start_phase1(ctx)
+
+
+def _adopt(ctx: Context) -> Outcome:
+    """Phase 1 is live but we hold no record of it (the store was lost, or a person ran
+    it): adopt it, counting records from the stack's last update."""
+    if _converging(ctx) or ctx.rollout is not None:
+        return None
+    if ctx.observed.partial and ctx.stack.last_updated is None:
+        return _needs(ctx, "events", Phase.MIGRATING, "reading when phase 1 started")
+    since = ctx.stack.last_updated or ctx.now
+    return Continue((_start_rollout(ctx, phase1_started_at=since),))
 
 
 def _phase1_applied(ctx: Context) -> bool:
@@ -499,16 +510,19 @@ def _window_gate(ctx: Context) -> model.Decision | None:
     )
 
 
-def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
+def _gate(ctx: Context) -> Outcome:
     """Phase 1 is live: wait for the migration to report success."""
+    rollout = ctx.rollout
+    if _converging(ctx) or rollout is None or rollout.migrated_at is not None:
+        return None
     started = rollout.phase1_started_at or rollout.started_at
     if ctx.want.migration.check == "none":
         # The stack update itself gated (cfn-signal); it has completed.
-        return _passed(ctx, rollout)
+        return _passed(ctx)
     record = ctx.observed.migration_record
     valid = record is not None and record.image == ctx.image and record.updated_at >= started
     if valid and record is not None and record.status == "succeeded":
-        return _passed(ctx, rollout)
+        return _passed(ctx)
     if valid and record is not None and record.status == "failed":
         detail = f": {record.detail}" if record.detail else ""
         return _fail_migration(
@@ -532,25 +546,39 @@ def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
     )
 
 
-def _passed(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
-    mark = model.MarkRollout(migrated_at=ctx.now)
-    return _with_effects(_decide_rest(ctx, settled=(mark,)), (mark,))
+def _passed(ctx: Context) -> Continue:
+    return Continue((model.MarkRollout(migrated_at=ctx.now),))
 
 
-def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
-    if ctx.want.rollout.approve_after_migration and rollout.approved_at is None:
-        if ctx.memory.approved_image != ctx.image:
-            return model.Decision(
-                Phase.AWAITING_APPROVAL,
-                f"migrations for {ctx.image} succeeded; approve to switch the API group "
-                f"(reconciler approve {ctx.name})",
-                reason=Reason.AWAITING_APPROVAL,
-            )
-        marks = (model.MarkRollout(approved_at=ctx.now), model.ConsumeApproval())
-        return _with_effects(_decide_rest(ctx, settled=marks), marks)
-    held = _suspend_scaling(ctx, rollout)
-    if held is not None:
-        return held
+def _migrated(ctx: Context) -> model.RolloutMemory | None:
+    """The active rollout, once its migrations passed (the rules after _gate)."""
+    rollout = ctx.rollout
+    if _converging(ctx) or rollout is None or rollout.migrated_at is None:
+        return None
+    return rollout
+
+
+def _approval(ctx: Context) -> Outcome:
+    """rollout.approveAfterMigration: hold the switch until a person approves it."""
+    rollout = _migrated(ctx)
+    if rollout is None or not ctx.want.rollout.approve_after_migration:
+        return None
+    if rollout.approved_at is not None:
+        return None
+    if ctx.memory.approved_image != ctx.image:
+        return model.Decision(
+            Phase.AWAITING_APPROVAL,
+            f"migrations for {ctx.image} succeeded; approve to switch the API group "
+            f"(reconciler approve {ctx.name})",
+            reason=Reason.AWAITING_APPROVAL,
+        )
+    return Continue((model.MarkRollout(approved_at=ctx.now), model.ConsumeApproval()))
+
+
+def _switch(ctx: Context) -> Outcome:
+    """Phase 2: the API group gets the image."""
+    if _migrated(ctx) is None:
+        return None
     n = ctx.names
     changes = {
         n.api_image: ctx.image,
@@ -569,10 +597,11 @@ def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decisio
     )
 
 
-def _suspend_scaling(ctx: Context, rollout: model.RolloutMemory) -> model.Decision | None:
+def _suspend_scaling(ctx: Context) -> Outcome:
     """With rollout.suspendScaling, freeze the autoscaler before the switch, so it does not
     fight the rolling update; only processes not already suspended become ours to resume."""
-    if not ctx.want.rollout.suspend_scaling:
+    rollout = _migrated(ctx)
+    if rollout is None or not ctx.want.rollout.suspend_scaling:
         return None
     _groups_read(ctx)
     suspended, group = ctx.observed.api_suspended, ctx.observed.api_group
@@ -591,7 +620,7 @@ def _suspend_scaling(ctx: Context, rollout: model.RolloutMemory) -> model.Decisi
         model.MarkRollout(scaling_suspended_at=ctx.now),
     )
     if not owned - suspended:
-        return _with_effects(_decide_rest(ctx, settled=marks), marks)
+        return Continue(marks)
     todo = owned - suspended
     return model.Decision(
         Phase.UPDATING_API,
@@ -603,18 +632,28 @@ def _suspend_scaling(ctx: Context, rollout: model.RolloutMemory) -> model.Decisi
     )
 
 
-def _converge(ctx: Context) -> model.Decision:
-    """The API group runs the desired image: settle capacities and pins, then verify."""
+# The API group runs the desired image: end a rollout toward another image, bring
+# capacities and pins to the spec, mark the switch, then verify.
+
+
+def _supersede(ctx: Context) -> Outcome:
+    """A revert to the image the API group still runs ends the other rollout."""
+    stale = ctx.memory.rollout
+    if not _converging(ctx) or stale is None or not stale.active or stale.image == ctx.image:
+        return None
+    end = model.FinishRollout("superseded", ctx.now, f"target changed to {ctx.image}")
+    return Continue((end,))
+
+
+def _converge(ctx: Context) -> Outcome:
+    """Bring capacities and pins to the spec; without a rollout, that is all."""
+    if not _converging(ctx):
+        return None
     n = ctx.names
     wanted = {n.migration_capacity: "0", **ctx.want.parameters}
     if ctx.want.capacity.api != "live":
         wanted[n.api_capacity] = str(ctx.want.capacity.api)
     changes = {k: v for k, v in wanted.items() if ctx.params.get(k) != v}
-    stale = ctx.memory.rollout
-    if stale is not None and stale.active and stale.image != ctx.image:
-        # A revert to the image the API group still runs ends the other rollout.
-        end = model.FinishRollout("superseded", ctx.now, f"target changed to {ctx.image}")
-        return _with_effects(_decide_rest(ctx, settled=(end,)), (end,))
     rollout = ctx.rollout
     if changes:
         kind: model.UpdateKind = "switch" if rollout is not None else "scale"
@@ -629,12 +668,50 @@ def _converge(ctx: Context) -> model.Decision:
         )
     if rollout is None:
         return _in_sync(ctx, ())
-    if rollout.switched_at is None:
-        mark = model.MarkRollout(switched_at=ctx.now)
-        return _with_effects(_decide_rest(ctx, settled=(mark,)), (mark,))
+    return None
+
+
+def _switched(ctx: Context) -> Outcome:
+    """The API group runs the image: the switch is done, whoever sent it."""
+    rollout = ctx.rollout
+    if not _converging(ctx) or rollout is None or rollout.switched_at is not None:
+        return None
+    return Continue((model.MarkRollout(switched_at=ctx.now),))
+
+
+def _verified(ctx: Context) -> Outcome:
+    """The rollout ends when the API group is healthy on the image (or at once)."""
+    rollout = ctx.rollout
+    assert rollout is not None and _converging(ctx)  # _switch or _converge decided else
     if ctx.want.rollout.verify_health:
         return _verify(ctx, rollout)
     return _succeed(ctx, rollout)
+
+
+RULES: tuple[Rule, ...] = (
+    # safety first: nothing below may send an update to a stack these stop
+    _missing,
+    _broken,
+    _bad_names,
+    _paused,
+    _busy,
+    # what we remember: a pending update, scaling we hold, a failure's backoff
+    _settled,
+    _heal_scaling,
+    _backing_off,
+    # toward an image the API group does not run yet
+    _phase1,
+    _adopt,
+    _gate,
+    _approval,
+    _suspend_scaling,
+    _switch,
+    # the API group runs the image
+    _supersede,
+    _converge,
+    _switched,
+    _verified,
+)
 
 
 def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
@@ -836,12 +913,6 @@ def _needs(ctx: Context, need: model.Need, phase: Phase, message: str) -> model.
     return model.Decision(
         phase, message, reason=Reason.READING, requeue="active", needs=frozenset({need})
     )
-
-
-def _with_effects(decision: model.Decision, effects: tuple[model.Effect, ...]) -> model.Decision:
-    if not effects or decision.needs:
-        return decision
-    return dataclasses.replace(decision, effects=(*effects, *decision.effects))
 
 
 def _with_marks(ctx: Context, effects: tuple[model.Effect, ...]) -> Context:
