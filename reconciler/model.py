@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Mapping
-from typing import Literal, cast
+from typing import Literal
 
 from reconciler import reasons
 
@@ -160,10 +160,6 @@ class RolloutMemory:
         return self.result is None
 
 
-# TEMPORARY (see Failure.code): "no code given", replaced in __post_init__.
-_CODE_FROM_WORDING = cast(reasons.Reason, None)
-
-
 @dataclasses.dataclass(frozen=True)
 class Failure:
     count: int
@@ -172,13 +168,9 @@ class Failure:
     next_retry_at: dt.datetime
     revision: str
     image: str
-    # TEMPORARY default, until the stores persist the code (issue 12, the fold's part):
-    # a Failure loaded without one takes it from its wording, as a migrated row will.
-    code: reasons.Reason = _CODE_FROM_WORDING
+    code: reasons.Reason  # one of reasons.FAILURES
 
     def __post_init__(self) -> None:
-        if self.code is None:
-            object.__setattr__(self, "code", reasons.legacy_failure_code(self.reason))
         if self.code not in reasons.FAILURES:
             raise ValueError(f"{self.code!r} is not a failure code")
 

@@ -45,12 +45,6 @@ def test_every_legacy_code_is_a_failure_code() -> None:
     assert {code for _, code in LEGACY} <= reasons.FAILURES
 
 
-def test_a_failure_built_without_a_code_takes_it_from_its_wording() -> None:
-    """Until the stores persist codes, a loaded failure still has the right one."""
-    f = model.Failure(1, "migration for x did not succeed within 5m", T0, T0, REV, NEW)
-    assert f.code == Reason.MIGRATION_TIMED_OUT
-
-
 def test_a_failure_refuses_a_code_that_is_not_a_failure() -> None:
     with pytest.raises(ValueError, match="not a failure code"):
         model.Failure(1, "x", T0, T0, REV, NEW, Reason.IN_SYNC)
