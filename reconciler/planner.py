@@ -575,28 +575,6 @@ def _approval(ctx: Context) -> Outcome:
     return Continue((model.MarkRollout(approved_at=ctx.now), model.ConsumeApproval()))
 
 
-def _switch(ctx: Context) -> Outcome:
-    """Phase 2: the API group gets the image."""
-    if _migrated(ctx) is None:
-        return None
-    n = ctx.names
-    changes = {
-        n.api_image: ctx.image,
-        n.api_capacity: ctx.api_capacity(),
-        n.migration_capacity: "0",
-        **ctx.want.parameters,
-    }
-    return _update(
-        ctx,
-        "switch",
-        changes,
-        Phase.UPDATING_API,
-        Reason.SWITCHING,
-        f"phase 2: switching the API group to {ctx.image} (revision {ctx.revision[:12]})",
-        [model.MarkRollout(switch_started_at=ctx.now)],
-    )
-
-
 def _suspend_scaling(ctx: Context) -> Outcome:
     """With rollout.suspendScaling, freeze the autoscaler before the switch, so it does not
     fight the rolling update; only processes not already suspended become ours to resume."""
@@ -629,6 +607,28 @@ def _suspend_scaling(ctx: Context) -> Outcome:
         effects=marks,
         requeue="active",
         scaling=model.ScalingChange("suspend", group, frozenset(todo)),
+    )
+
+
+def _switch(ctx: Context) -> Outcome:
+    """Phase 2: the API group gets the image."""
+    if _migrated(ctx) is None:
+        return None
+    n = ctx.names
+    changes = {
+        n.api_image: ctx.image,
+        n.api_capacity: ctx.api_capacity(),
+        n.migration_capacity: "0",
+        **ctx.want.parameters,
+    }
+    return _update(
+        ctx,
+        "switch",
+        changes,
+        Phase.UPDATING_API,
+        Reason.SWITCHING,
+        f"phase 2: switching the API group to {ctx.image} (revision {ctx.revision[:12]})",
+        [model.MarkRollout(switch_started_at=ctx.now)],
     )
 
 
