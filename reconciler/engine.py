@@ -22,12 +22,12 @@ from typing import Any, Literal
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from reconciler import aws, catalog, model, planner, spec
+from reconciler import aws, catalog, model, planner, reasons, spec, transitions
 from reconciler.aws.batch import NotYet
 from reconciler.aws.fleet import Fleet
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
-from reconciler.status import StackStatus  # by name: transitions() below is typed with it
+from reconciler.status import StackStatus
 from reconciler.store import StateStore
 
 Clock = Callable[[], dt.datetime]
@@ -44,7 +44,7 @@ def _account(sp: spec.Spec) -> tuple[str, str | None]:
     return sp.region, sp.role_arn
 
 
-def _settled_cheaply(decision: model.Decision) -> bool:
+def _decided_cheaply(decision: model.Decision) -> bool:
     """Nothing to send, store or scale: a batched read of the stack was enough."""
     return (
         decision.update is None
@@ -65,55 +65,6 @@ def utcnow() -> dt.datetime:
 
 
 Listener = Callable[[list[model.Transition]], None]
-
-
-def transitions(
-    status: StackStatus, decision: model.Decision, now: dt.datetime
-) -> list[model.Transition]:
-    """What a step changed that a person may want to hear about (before `status` moves on)."""
-    kinds: list[model.TransitionKind] = []
-    for effect in decision.effects:
-        match effect:
-            case model.StartRollout():
-                kinds.append("rollout_started")
-            case model.MarkRollout(migrated_at=dt.datetime()):
-                kinds.append("migration_succeeded")
-            case model.MarkRollout(switched_at=dt.datetime()):
-                kinds.append("switched")
-            case model.FinishRollout(result="succeeded"):
-                kinds.append("rollout_succeeded")
-            case model.RecordFailure(failure=f):
-                if f.reason.startswith("migration"):
-                    kinds.append("migration_failed")
-                kinds.append("rollout_failed")
-                if "rolled the API group back" in f.reason:
-                    kinds.append("rolled_back")
-    entered = decision.phase if decision.phase != status.phase else None
-    if entered in _ENTERED:
-        kinds.append(_ENTERED[entered])
-    if status.phase == Phase.PAUSED and entered is not None:
-        kinds.append("resumed")
-    sp = status.deployment.spec
-    return [
-        model.Transition(
-            status.name,
-            sp.stack_name,
-            sp.region,
-            status.revision,
-            k,
-            sp.image,
-            decision.message,
-            now,
-        )
-        for k in dict.fromkeys(kinds)
-    ]
-
-
-_ENTERED: dict[Phase, model.TransitionKind] = {
-    Phase.AWAITING_APPROVAL: "awaiting_approval",
-    Phase.BLOCKED: "blocked",
-    Phase.PAUSED: "paused",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,7 +201,7 @@ class Engine:
         cheap = self._observe_cheaply(sp, memory)
         if cheap is not None:
             decision, now = self._plan(loaded, cheap, memory)
-            if _settled_cheaply(decision):
+            if _decided_cheaply(decision):
                 return cheap, memory, decision, now
         observed = self._with_upstream(
             sp, self.fleet.observe(sp, sp.image, self.fresh, self._managed(sp))
@@ -263,7 +214,9 @@ class Engine:
             observed = self._fill(sp, observed, decision.needs)
             decision, now = self._plan(loaded, observed, memory)
         if decision.needs:  # cannot happen with a full observation; never act on it
-            decision = model.Decision(decision.phase, decision.message, requeue="active")
+            decision = model.Decision(
+                decision.phase, decision.message, reason=decision.reason, requeue="active"
+            )
         return observed, memory, decision, now
 
     def _plan(
@@ -381,13 +334,24 @@ class Engine:
         now: dt.datetime,
     ) -> model.Decision:
         name = loaded.deployment.name
-        if exc.code in _TRANSIENT_CODES or "_IN_PROGRESS state" in exc.message:
+        if exc.code in _TRANSIENT_CODES or exc.busy:
             # The stack became busy between observing and sending: not a failure.
             self.store.apply(name, (model.ClearPending(),))
-            return dataclasses.replace(decision, phase=Phase.WAITING, message=str(exc))
+            return dataclasses.replace(
+                decision,
+                phase=Phase.WAITING,
+                message=str(exc),
+                reason=reasons.Reason.UPDATE_DEFERRED,
+            )
         memory = self.store.load(name)
         failed = planner.failure(
-            loaded.deployment, loaded.revision, memory, now, f"update refused: {exc}", self.policy
+            loaded.deployment,
+            loaded.revision,
+            memory,
+            now,
+            reasons.Reason.UPDATE_REFUSED,
+            f"update refused: {exc}",
+            self.policy,
         )
         self.store.apply(name, (model.ClearPending(), *failed.effects))
         return failed
@@ -409,7 +373,9 @@ class Engine:
         now: dt.datetime,
     ) -> None:
         changed = decision.phase != status.phase or decision.message != status.message
-        told = transitions(status, decision, now)
+        told = transitions.derive(
+            status.name, status.revision, status.deployment.spec, status.phase, decision, now
+        )
         if decision.phase != status.phase:
             status.last_transition = now
         status.phase, status.message, status.requeue = (
@@ -417,6 +383,7 @@ class Engine:
             decision.message,
             decision.requeue,
         )
+        status.reason = decision.reason
         status.last_error = error
         self._count_rollouts(status, decision, before, now)
         if changed or sent or error:

@@ -2,8 +2,9 @@
 what was decided.
 
 Rules of this file:
-- Frozen dataclasses, standard library only: the planner, the AWS edge, the store and the
-  engine all speak in these, and none of them may smuggle I/O into another.
+- Frozen dataclasses, standard library only (and our pure `reasons`): the planner, the
+  AWS edge, the store and the engine all speak in these, and none of them may smuggle
+  I/O into another.
 - Times are timezone-aware UTC datetimes; parameter values are strings, as CloudFormation
   returns them.
 """
@@ -15,6 +16,8 @@ import datetime as dt
 import enum
 from collections.abc import Mapping
 from typing import Literal
+
+from reconciler import reasons
 
 UpdateKind = Literal["migrate", "switch", "scale"]
 RecordStatus = Literal["running", "succeeded", "failed"]
@@ -160,11 +163,16 @@ class RolloutMemory:
 @dataclasses.dataclass(frozen=True)
 class Failure:
     count: int
-    reason: str
+    reason: str  # for people; programs read `code`
     at: dt.datetime
     next_retry_at: dt.datetime
     revision: str
     image: str
+    code: reasons.Reason  # one of reasons.FAILURES
+
+    def __post_init__(self) -> None:
+        if self.code not in reasons.FAILURES:
+            raise ValueError(f"{self.code!r} is not a failure code")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +249,6 @@ class MarkRollout:
     approved_at: dt.datetime | None = None
     switch_started_at: dt.datetime | None = None
     switched_at: dt.datetime | None = None
-    revision: str | None = None
     scaling_suspended_at: dt.datetime | None = None
 
 
@@ -335,7 +342,7 @@ class ScalingChange:
 @dataclasses.dataclass(frozen=True)
 class Decision:
     phase: Phase
-    message: str
+    message: str  # for people: its wording may change; programs read `reason`
     update: StackUpdate | None = None
     effects: tuple[Effect, ...] = ()
     requeue: Requeue = "idle"  # idle: spec interval; active: soon; retry: at failure.next_retry_at
@@ -343,6 +350,8 @@ class Decision:
     # Non-empty: the rules could not decide from a partial observation; the engine reads
     # these, plans again, and never acts on (or stores) this decision.
     needs: frozenset[Need] = frozenset()
+    # Why: the closed code transitions, notifications and status derive from (keyword-only).
+    reason: reasons.Reason = dataclasses.field(kw_only=True)
 
 
 # --- told ---------------------------------------------------------------------------

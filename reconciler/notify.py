@@ -33,29 +33,37 @@ from reconciler.store import StateStore
 
 SinkKind = Literal["json", "slack"]
 Clock = Callable[[], dt.datetime]
-KINDS: tuple[str, ...] = get_args(model.TransitionKind)
 USER_AGENT = "reconciler-notify/1"
 
-_TITLES: dict[str, str] = {
-    "rollout_started": "rollout started",
-    "migration_succeeded": "migration succeeded",
-    "migration_failed": "migration failed",
-    "awaiting_approval": "awaiting approval",
-    "switched": "API group switched",
-    "rollout_succeeded": "rollout succeeded",
-    "rollout_failed": "rollout failed",
-    "blocked": "blocked: needs a person",
-    "paused": "paused",
-    "resumed": "resumed",
+
+@dataclasses.dataclass(frozen=True)
+class Telling:
+    """How a sink shows one kind of transition to people."""
+
+    title: str
+    emoji: str = ":rocket:"  # Slack's icon for it
+
+
+# Every kind a transition may have, with how it is shown: one table, checked whole below,
+# so no sink meets a kind it cannot render.
+TELLING: Mapping[model.TransitionKind, Telling] = {
+    "rollout_started": Telling("rollout started"),
+    "migration_succeeded": Telling("migration succeeded"),
+    "migration_failed": Telling("migration failed", ":x:"),
+    "awaiting_approval": Telling("awaiting approval", ":raised_hand:"),
+    "switched": Telling("API group switched"),
+    "rollout_succeeded": Telling("rollout succeeded", ":white_check_mark:"),
+    "rollout_failed": Telling("rollout failed", ":x:"),
+    "rolled_back": Telling("rolled back to the previous image", ":leftwards_arrow_with_hook:"),
+    "blocked": Telling("blocked: needs a person", ":octagonal_sign:"),
+    "paused": Telling("paused", ":double_vertical_bar:"),
+    "resumed": Telling("resumed"),
 }
-_EMOJI: dict[str, str] = {
-    "rollout_succeeded": ":white_check_mark:",
-    "rollout_failed": ":x:",
-    "migration_failed": ":x:",
-    "blocked": ":octagonal_sign:",
-    "awaiting_approval": ":raised_hand:",
-    "paused": ":double_vertical_bar:",
-}
+KINDS: tuple[model.TransitionKind, ...] = get_args(model.TransitionKind)
+if set(TELLING) != set(KINDS):  # pragma: no cover (an import error names the culprit)
+    raise AssertionError(
+        f"notify.TELLING and model.TransitionKind differ: {set(TELLING) ^ set(KINDS)}"
+    )
 
 
 def _utcnow() -> dt.datetime:
@@ -205,11 +213,11 @@ def json_payload(t: model.Transition) -> dict[str, Any]:
 
 def slack_payload(t: model.Transition) -> dict[str, Any]:
     """A Slack incoming-webhook body: `text` for notifications, `blocks` for the channel."""
-    emoji = _EMOJI.get(t.kind, ":rocket:")
-    headline = f"{emoji} *{t.name}*: {_TITLES[t.kind]} ({t.image})"
+    telling = TELLING[t.kind]
+    headline = f"{telling.emoji} *{t.name}*: {telling.title} ({t.image})"
     detail = f"stack {t.stack} in {t.region} · revision {t.revision[:12]} · {_iso(t.at)}"
     return {
-        "text": f"{t.name}: {_TITLES[t.kind]} ({t.image})",
+        "text": f"{t.name}: {telling.title} ({t.image})",
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": detail}]},
@@ -218,7 +226,7 @@ def slack_payload(t: model.Transition) -> dict[str, Any]:
     }
 
 
-_RENDER: dict[str, Callable[[model.Transition], dict[str, Any]]] = {
+_RENDER: Mapping[SinkKind, Callable[[model.Transition], dict[str, Any]]] = {
     "json": json_payload,
     "slack": slack_payload,
 }

@@ -4,9 +4,13 @@ Rules of this file:
 - `plan(...)` is a pure function of its arguments: no I/O, no clock, no randomness.
   Time comes in as `now`; what AWS looks like comes in as `Observed`; what only we know
   comes in as `Memory`. The engine carries the returned Decision out.
-- Checks run in a fixed order, each a named helper returning a Decision or None:
-  the first that decides wins. Safety checks (stack missing, broken, paused, busy)
-  come before anything that could send an update.
+- Rules run in a fixed order (RULES). Each returns a Decision (the first one wins), or
+  Continue(effects): store these, and let the later rules decide on the memory they
+  leave; or None: not mine. `plan()` is the one loop that folds and chains them.
+  Safety rules (stack missing, broken, paused, busy) come before anything that could
+  send an update.
+- "Settled" means one thing: an update we sent is no longer in progress (applied,
+  rolled back, or never arrived); `_settled` judges which.
 - The API image parameter is only ever set to an image whose migration passed the gate.
 - Every update names every template parameter (unchanged ones as UsePreviousValue).
 """
@@ -18,8 +22,9 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
 
-from reconciler import model, settings, spec, windows
+from reconciler import fold, model, settings, spec, windows
 from reconciler.model import Phase
+from reconciler.reasons import Reason
 
 # Stable and updatable; UPDATE_ROLLBACK_COMPLETE means the last update failed, which the
 # pending-update check below tells apart from a stack that simply rolled back long ago.
@@ -129,7 +134,18 @@ class Context:
         return f.count if f is not None and f.image == self.image else 0
 
 
-Rule = Callable[[Context], model.Decision | None]
+@dataclasses.dataclass(frozen=True)
+class Continue:
+    """A rule's outcome short of a decision: store `effects`, then let the later rules
+    decide on the memory they leave. `resume`: scaling processes to resume if no later
+    rule sends or scales anything (one action per step)."""
+
+    effects: tuple[model.Effect, ...] = ()
+    resume: model.ScalingChange | None = None
+
+
+Outcome = model.Decision | Continue | None
+Rule = Callable[[Context], Outcome]
 
 
 def plan(
@@ -145,17 +161,46 @@ def plan(
         raise ValueError("now must be timezone-aware")
     ctx = Context(deployment.name, revision, deployment.spec, observed, memory, now, policy)
     try:
-        for rule in RULES:
-            decision = rule(ctx)
-            if decision is not None:
-                return decision
+        return _run(ctx)
     except _Lacking as lacking:
         # Whatever was decided on the way is void: the engine reads more and plans again.
         message = f"reading the {lacking.need} this step needs"
         return model.Decision(
-            Phase.WAITING, message, requeue="active", needs=frozenset({lacking.need})
+            Phase.WAITING,
+            message,
+            reason=Reason.READING,
+            requeue="active",
+            needs=frozenset({lacking.need}),
         )
+
+
+def _run(ctx: Context) -> model.Decision:
+    """The one loop: try the rules in order; fold what a rule continues with into the
+    memory the later rules see, and store it ahead of the decision's own effects."""
+    stored: list[model.Effect] = []
+    resume: model.ScalingChange | None = None
+    for rule in RULES:
+        outcome = rule(ctx)
+        if isinstance(outcome, Continue):
+            ctx = _with_marks(ctx, outcome.effects)
+            stored.extend(outcome.effects)
+            resume = outcome.resume or resume
+        elif outcome is not None:
+            return _finish(outcome, tuple(stored), resume)
     raise AssertionError("the last rule always decides")  # pragma: no cover
+
+
+def _finish(
+    decision: model.Decision,
+    stored: tuple[model.Effect, ...],
+    resume: model.ScalingChange | None,
+) -> model.Decision:
+    if decision.needs:
+        return decision  # void, with all it continued from: the engine reads and plans again
+    decision = dataclasses.replace(decision, effects=(*stored, *decision.effects))
+    if resume is None or decision.update is not None or decision.scaling is not None:
+        return decision  # one action per step; the resume comes next
+    return dataclasses.replace(decision, scaling=resume, requeue="active")
 
 
 class _Lacking(Exception):
@@ -178,6 +223,7 @@ def failure(
     revision: str,
     memory: model.Memory,
     now: dt.datetime,
+    code: Reason,
     reason: str,
     policy: Policy = DEFAULT_POLICY,
 ) -> model.Decision:
@@ -186,7 +232,7 @@ def failure(
     ctx = Context(
         deployment.name, revision, deployment.spec, model.Observed(None), memory, now, policy
     )
-    return _fail(ctx, reason)
+    return _fail(ctx, code, reason)
 
 
 # --- the rules, in the order they are tried ------------------------------------------
@@ -198,6 +244,7 @@ def _missing(ctx: Context) -> model.Decision | None:
             Phase.BLOCKED,
             f"stack {ctx.want.stack_name} not found in {ctx.want.region}: create it, "
             "or fix spec.stackName (the daemon never creates stacks)",
+            reason=Reason.MISSING_STACK,
         )
     return None
 
@@ -210,9 +257,14 @@ def _broken(ctx: Context) -> model.Decision | None:
             Phase.BLOCKED,
             f"stack {ctx.want.stack_name} is {status}{reason}: it needs a person "
             "(e.g. continue-update-rollback) before the daemon can update it",
+            reason=Reason.STACK_BROKEN,
         )
     if status not in STABLE and not status.endswith("_IN_PROGRESS"):
-        return model.Decision(Phase.BLOCKED, f"stack is in unknown status {status}")
+        return model.Decision(
+            Phase.BLOCKED,
+            f"stack is in unknown status {status}",
+            reason=Reason.UNKNOWN_STACK_STATUS,
+        )
     return None
 
 
@@ -224,24 +276,33 @@ def _bad_names(ctx: Context) -> model.Decision | None:
             Phase.BLOCKED,
             f"template of {ctx.want.stack_name} has no parameter(s) {', '.join(absent)}: "
             "fix spec.parameterNames or spec.parameters",
+            reason=Reason.BAD_PARAMETER_NAMES,
         )
     if ctx.observed.problem is not None:
-        return model.Decision(Phase.BLOCKED, ctx.observed.problem)
+        return model.Decision(Phase.BLOCKED, ctx.observed.problem, reason=Reason.RESOURCE_PROBLEM)
     return None
 
 
-def _paused(ctx: Context) -> model.Decision | None:
+def _paused(ctx: Context) -> Outcome:
     pause = ctx.want.paused
     if pause is not None and (pause.until is None or ctx.now < pause.until):
         until = f" until {pause.until.isoformat()}" if pause.until else ""
-        return model.Decision(Phase.PAUSED, f"paused in the spec{until}: {pause.reason}")
+        return model.Decision(
+            Phase.PAUSED,
+            f"paused in the spec{until}: {pause.reason}",
+            reason=Reason.PAUSED_IN_SPEC,
+        )
     runtime = ctx.memory.runtime_pause
     if runtime is None:
         return None
     if runtime.until is not None and ctx.now >= runtime.until:
-        return _continue(ctx, _paused, (model.ClearRuntimePause(),))
+        return Continue((model.ClearRuntimePause(),))
     until = f" until {runtime.until.isoformat()}" if runtime.until else ""
-    return model.Decision(Phase.PAUSED, f"paused by an operator{until}: {runtime.reason}")
+    return model.Decision(
+        Phase.PAUSED,
+        f"paused by an operator{until}: {runtime.reason}",
+        reason=Reason.PAUSED_BY_OPERATOR,
+    )
 
 
 def _busy(ctx: Context) -> model.Decision | None:
@@ -253,11 +314,13 @@ def _busy(ctx: Context) -> model.Decision | None:
         return model.Decision(
             Phase.WAITING,
             f"stack is {status}: an operation not started by the daemon is under way",
+            reason=Reason.BUSY_FOREIGN,
             requeue="active",
         )
     if ctx.now - pending.sent_at > ctx.want.rollout.timeout:
         return _fail(
             ctx,
+            Reason.UPDATE_TIMED_OUT,
             f"{pending.kind} update has been {status} for longer than "
             f"{spec.format_duration(ctx.want.rollout.timeout)}",
             extra=(model.ClearPending(),),
@@ -265,47 +328,52 @@ def _busy(ctx: Context) -> model.Decision | None:
     return model.Decision(
         _PHASE_OF_KIND[pending.kind],
         f"{pending.kind} update to {pending.image} is {status}",
+        reason=Reason.UPDATE_IN_PROGRESS,
         requeue="active",
     )
 
 
-def _settled(ctx: Context) -> model.Decision | None:
+def _settled(ctx: Context) -> Outcome:
     """Judge a pending update now that the stack is stable: applied, rolled back, or lost."""
     pending = ctx.memory.pending
     if pending is None:
         return None
     applied = all(ctx.params.get(k) == v for k, v in pending.expected.items())
     if applied:
-        return _continue(ctx, _settled, (model.ClearPending(), *_marks_on_applied(ctx, pending)))
+        return Continue((model.ClearPending(), *_marks_on_applied(ctx, pending)))
     ours = ctx.stack.last_updated is None or ctx.stack.last_updated >= pending.sent_at - CLOCK_SKEW
     if ctx.stack.status == "UPDATE_ROLLBACK_COMPLETE" and ours:
         reason = ctx.stack.status_reason or "no reason given"
         return _fail(
-            ctx, f"{pending.kind} update rolled back: {reason}", extra=(model.ClearPending(),)
+            ctx,
+            Reason.UPDATE_ROLLED_BACK,
+            f"{pending.kind} update rolled back: {reason}",
+            extra=(model.ClearPending(),),
         )
     # The update never reached the stack (a crash between recording and sending, or a
     # refused call): forget it and decide afresh; the same token makes a resend harmless.
-    return _continue(ctx, _settled, (model.ClearPending(),))
+    return Continue((model.ClearPending(),))
 
 
-def _backing_off(ctx: Context) -> model.Decision | None:
+def _backing_off(ctx: Context) -> Outcome:
     failure = ctx.memory.failure
     if failure is None:
         return None
     if failure.revision != ctx.revision or failure.image != ctx.image:
         # A new git revision retries at once.
-        return _continue(ctx, _backing_off, (model.ClearFailure(),))
+        return Continue((model.ClearFailure(),))
     if ctx.now < failure.next_retry_at:
         return model.Decision(
             Phase.FAILED,
             f"{failure.reason}; attempt {failure.count} failed, "
             f"{_when_retried(failure.next_retry_at)}",
+            reason=Reason.BACKING_OFF,
             requeue="retry",
         )
     return None
 
 
-def _heal_scaling(ctx: Context) -> model.Decision | None:
+def _heal_scaling(ctx: Context) -> Outcome:
     """Resume the processes we suspended once no switch needs them frozen: after success,
     after failure, and after a crash between suspending and resuming."""
     owned = ctx.memory.scaling_owned
@@ -317,39 +385,11 @@ def _heal_scaling(ctx: Context) -> model.Decision | None:
         return None
     still = owned & ctx.observed.api_suspended
     if not still:
-        return _continue(ctx, _heal_scaling, (model.DisownScaling(ctx.now),))
-    rest = _continue(ctx, _heal_scaling, ())
-    if rest.update is not None or rest.scaling is not None or ctx.observed.api_group is None:
-        return rest  # one action per step; the resume comes next
-    change = model.ScalingChange("resume", ctx.observed.api_group, frozenset(still))
-    return dataclasses.replace(rest, scaling=change, requeue="active")
+        return Continue((model.DisownScaling(ctx.now),))
+    if ctx.observed.api_group is None:
+        return None
+    return Continue(resume=model.ScalingChange("resume", ctx.observed.api_group, frozenset(still)))
 
-
-def _decide(ctx: Context) -> model.Decision:
-    return _decide_rest(ctx)
-
-
-def _continue(ctx: Context, after: Rule, effects: tuple[model.Effect, ...]) -> model.Decision:
-    """Store `effects`, then let the rules after `after` decide on the memory they leave."""
-    later = _with_marks(ctx, effects)
-    for rule in RULES[RULES.index(after) + 1 :]:
-        decision = rule(later)
-        if decision is not None:
-            return _with_effects(decision, effects)
-    raise AssertionError("the last rule always decides")  # pragma: no cover
-
-
-RULES: tuple[Rule, ...] = (
-    _missing,
-    _broken,
-    _bad_names,
-    _paused,
-    _busy,
-    _settled,
-    _heal_scaling,
-    _backing_off,
-    _decide,
-)
 
 _PHASE_OF_KIND: Mapping[model.UpdateKind, Phase] = {
     "migrate": Phase.MIGRATING,
@@ -359,34 +399,33 @@ _PHASE_OF_KIND: Mapping[model.UpdateKind, Phase] = {
 
 
 # --- the rollout proper: stack stable, nothing pending, not backing off --------------
+# Toward an image the API group does not run yet: phase 1, adopt, gate, approval,
+# suspend scaling, switch. Each rule leaves the other branch alone (_converging).
 
 
-def _decide_rest(ctx: Context, settled: tuple[model.Effect, ...] = ()) -> model.Decision:
-    """What to do from a stable stack; `settled` are marks the caller is about to store."""
-    ctx = _with_marks(ctx, settled)
-    if ctx.live_api_image == ctx.image:
-        return _converge(ctx)
-    return _rollout(ctx)
+def _converging(ctx: Context) -> bool:
+    """The API group runs the desired image: the rules after _switch decide."""
+    return ctx.live_api_image == ctx.image
 
 
-def _rollout(ctx: Context) -> model.Decision:
-    """The API group runs another image: migrate, gate, switch."""
+def _phase1(ctx: Context) -> Outcome:
+    """Start phase 1 unless it is live or its migrations already passed."""
     rollout = ctx.rollout
-    phase1_done = _phase1_applied(ctx)
     migrated = rollout is not None and rollout.migrated_at is not None
-    if not migrated and not phase1_done:
-        return _start_phase1(ctx)
-    if rollout is None:
-        # Phase 1 is live but we hold no record of it (the store was lost, or a person
-        # ran it): adopt it, counting records from the stack's last update.
-        if ctx.observed.partial and ctx.stack.last_updated is None:
-            return _needs(ctx, "events", Phase.MIGRATING, "reading when phase 1 started")
-        since = ctx.stack.last_updated or ctx.now
-        start = _start_rollout(ctx, phase1_started_at=since)
-        return _with_effects(_decide_rest(ctx, settled=(start,)), (start,))
-    if not migrated:
-        return _gate(ctx, rollout)
-    return _switch_or_hold(ctx, rollout)
+    if _converging(ctx) or migrated or _phase1_applied(ctx):
+        return None
+    return _start_phase1(ctx)
+
+
+def _adopt(ctx: Context) -> Outcome:
+    """Phase 1 is live but we hold no record of it (the store was lost, or a person ran
+    it): adopt it, counting records from the stack's last update."""
+    if _converging(ctx) or ctx.rollout is not None:
+        return None
+    if ctx.observed.partial and ctx.stack.last_updated is None:
+        return _needs(ctx, "events", Phase.MIGRATING, "reading when phase 1 started")
+    since = ctx.stack.last_updated or ctx.now
+    return Continue((_start_rollout(ctx, phase1_started_at=since),))
 
 
 def _phase1_applied(ctx: Context) -> bool:
@@ -422,6 +461,7 @@ def _start_phase1(ctx: Context) -> model.Decision:
         "migrate",
         changes,
         Phase.MIGRATING,
+        Reason.MIGRATING,
         f"phase 1: starting migrations for {ctx.image} on the migration group "
         f"(revision {ctx.revision[:12]})",
         effects,
@@ -438,18 +478,21 @@ def _promotion_gate(ctx: Context) -> model.Decision | None:
         return model.Decision(
             Phase.WAITING,
             f"promotion: waiting for {promotion.after}, which this daemon does not manage",
+            reason=Reason.AWAITING_UPSTREAM,
         )
     if not up.in_sync or up.image != ctx.image:
         return model.Decision(
             Phase.WAITING,
             f"promotion: waiting for {promotion.after} to run {ctx.image} in sync "
             f"(it {'is in sync on' if up.in_sync else 'is rolling out'} {up.image})",
+            reason=Reason.AWAITING_UPSTREAM,
         )
     if up.since is not None and ctx.now < up.since + promotion.bake:
         ready = up.since + promotion.bake
         return model.Decision(
             Phase.WAITING,
             f"promotion: {ctx.image} bakes on {promotion.after} until {ready.isoformat()}",
+            reason=Reason.BAKING,
             requeue="active",
         )
     return None
@@ -465,25 +508,35 @@ def _window_gate(ctx: Context) -> model.Decision | None:
     verdict = windows.verdict(ctx.want.windows, ctx.now)
     if verdict.allowed:
         return None
-    return model.Decision(Phase.WAITING, f"rollout of {ctx.image} waits: {verdict.reason}")
+    return model.Decision(
+        Phase.WAITING,
+        f"rollout of {ctx.image} waits: {verdict.reason}",
+        reason=Reason.OUTSIDE_WINDOW,
+    )
 
 
-def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
+def _gate(ctx: Context) -> Outcome:
     """Phase 1 is live: wait for the migration to report success."""
+    rollout = ctx.rollout
+    if _converging(ctx) or rollout is None or rollout.migrated_at is not None:
+        return None
     started = rollout.phase1_started_at or rollout.started_at
     if ctx.want.migration.check == "none":
         # The stack update itself gated (cfn-signal); it has completed.
-        return _passed(ctx, rollout)
+        return _passed(ctx)
     record = ctx.observed.migration_record
     valid = record is not None and record.image == ctx.image and record.updated_at >= started
     if valid and record is not None and record.status == "succeeded":
-        return _passed(ctx, rollout)
+        return _passed(ctx)
     if valid and record is not None and record.status == "failed":
         detail = f": {record.detail}" if record.detail else ""
-        return _fail_migration(ctx, f"migration for {ctx.image} failed{detail}")
+        return _fail_migration(
+            ctx, Reason.MIGRATION_FAILED, f"migration for {ctx.image} failed{detail}"
+        )
     if ctx.now - started > ctx.want.migration.timeout:
         return _fail_migration(
             ctx,
+            Reason.MIGRATION_TIMED_OUT,
             f"migration for {ctx.image} did not succeed within "
             f"{spec.format_duration(ctx.want.migration.timeout)}",
         )
@@ -493,28 +546,79 @@ def _gate(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
     return model.Decision(
         Phase.MIGRATING,
         f"waiting for the migration record of {ctx.image}{progress}",
+        reason=Reason.AWAITING_MIGRATION,
         requeue="active",
     )
 
 
-def _passed(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
-    mark = model.MarkRollout(migrated_at=ctx.now)
-    return _with_effects(_decide_rest(ctx, settled=(mark,)), (mark,))
+def _passed(ctx: Context) -> Continue:
+    return Continue((model.MarkRollout(migrated_at=ctx.now),))
 
 
-def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
-    if ctx.want.rollout.approve_after_migration and rollout.approved_at is None:
-        if ctx.memory.approved_image != ctx.image:
-            return model.Decision(
-                Phase.AWAITING_APPROVAL,
-                f"migrations for {ctx.image} succeeded; approve to switch the API group "
-                f"(reconciler approve {ctx.name})",
-            )
-        marks = (model.MarkRollout(approved_at=ctx.now), model.ConsumeApproval())
-        return _with_effects(_decide_rest(ctx, settled=marks), marks)
-    held = _suspend_scaling(ctx, rollout)
-    if held is not None:
-        return held
+def _migrated(ctx: Context) -> model.RolloutMemory | None:
+    """The active rollout, once its migrations passed (the rules after _gate)."""
+    rollout = ctx.rollout
+    if _converging(ctx) or rollout is None or rollout.migrated_at is None:
+        return None
+    return rollout
+
+
+def _approval(ctx: Context) -> Outcome:
+    """rollout.approveAfterMigration: hold the switch until a person approves it."""
+    rollout = _migrated(ctx)
+    if rollout is None or not ctx.want.rollout.approve_after_migration:
+        return None
+    if rollout.approved_at is not None:
+        return None
+    if ctx.memory.approved_image != ctx.image:
+        return model.Decision(
+            Phase.AWAITING_APPROVAL,
+            f"migrations for {ctx.image} succeeded; approve to switch the API group "
+            f"(reconciler approve {ctx.name})",
+            reason=Reason.AWAITING_APPROVAL,
+        )
+    return Continue((model.MarkRollout(approved_at=ctx.now), model.ConsumeApproval()))
+
+
+def _suspend_scaling(ctx: Context) -> Outcome:
+    """With rollout.suspendScaling, freeze the autoscaler before the switch, so it does not
+    fight the rolling update; only processes not already suspended become ours to resume."""
+    rollout = _migrated(ctx)
+    if rollout is None or not ctx.want.rollout.suspend_scaling:
+        return None
+    _groups_read(ctx)
+    suspended, group = ctx.observed.api_suspended, ctx.observed.api_group
+    if suspended is None or group is None:
+        return model.Decision(
+            Phase.UPDATING_API,
+            "waiting to read the API group's scaling processes before suspending them",
+            reason=Reason.SUSPENDING_SCALING,
+            requeue="active",
+        )
+    if rollout.scaling_suspended_at is not None and ctx.memory.scaling_owned <= suspended:
+        return None
+    owned = (SCALING_PROCESSES - suspended) | ctx.memory.scaling_owned
+    marks: tuple[model.Effect, ...] = (
+        model.OwnScaling(owned),
+        model.MarkRollout(scaling_suspended_at=ctx.now),
+    )
+    if not owned - suspended:
+        return Continue(marks)
+    todo = owned - suspended
+    return model.Decision(
+        Phase.UPDATING_API,
+        f"suspending {', '.join(sorted(todo))} on the API group before the switch",
+        reason=Reason.SUSPENDING_SCALING,
+        effects=marks,
+        requeue="active",
+        scaling=model.ScalingChange("suspend", group, frozenset(todo)),
+    )
+
+
+def _switch(ctx: Context) -> Outcome:
+    """Phase 2: the API group gets the image."""
+    if _migrated(ctx) is None:
+        return None
     n = ctx.names
     changes = {
         n.api_image: ctx.image,
@@ -527,55 +631,34 @@ def _switch_or_hold(ctx: Context, rollout: model.RolloutMemory) -> model.Decisio
         "switch",
         changes,
         Phase.UPDATING_API,
+        Reason.SWITCHING,
         f"phase 2: switching the API group to {ctx.image} (revision {ctx.revision[:12]})",
         [model.MarkRollout(switch_started_at=ctx.now)],
     )
 
 
-def _suspend_scaling(ctx: Context, rollout: model.RolloutMemory) -> model.Decision | None:
-    """With rollout.suspendScaling, freeze the autoscaler before the switch, so it does not
-    fight the rolling update; only processes not already suspended become ours to resume."""
-    if not ctx.want.rollout.suspend_scaling:
-        return None
-    _groups_read(ctx)
-    suspended, group = ctx.observed.api_suspended, ctx.observed.api_group
-    if suspended is None or group is None:
-        return model.Decision(
-            Phase.UPDATING_API,
-            "waiting to read the API group's scaling processes before suspending them",
-            requeue="active",
-        )
-    if rollout.scaling_suspended_at is not None and ctx.memory.scaling_owned <= suspended:
-        return None
-    owned = (SCALING_PROCESSES - suspended) | ctx.memory.scaling_owned
-    marks: tuple[model.Effect, ...] = (
-        model.OwnScaling(owned),
-        model.MarkRollout(scaling_suspended_at=ctx.now),
-    )
-    if not owned - suspended:
-        return _with_effects(_decide_rest(ctx, settled=marks), marks)
-    todo = owned - suspended
-    return model.Decision(
-        Phase.UPDATING_API,
-        f"suspending {', '.join(sorted(todo))} on the API group before the switch",
-        effects=marks,
-        requeue="active",
-        scaling=model.ScalingChange("suspend", group, frozenset(todo)),
-    )
+# The API group runs the desired image: end a rollout toward another image, bring
+# capacities and pins to the spec, mark the switch, then verify.
 
 
-def _converge(ctx: Context) -> model.Decision:
-    """The API group runs the desired image: settle capacities and pins, then verify."""
+def _supersede(ctx: Context) -> Outcome:
+    """A revert to the image the API group still runs ends the other rollout."""
+    stale = ctx.memory.rollout
+    if not _converging(ctx) or stale is None or not stale.active or stale.image == ctx.image:
+        return None
+    end = model.FinishRollout("superseded", ctx.now, f"target changed to {ctx.image}")
+    return Continue((end,))
+
+
+def _converge(ctx: Context) -> Outcome:
+    """Bring capacities and pins to the spec; without a rollout, that is all."""
+    if not _converging(ctx):
+        return None
     n = ctx.names
     wanted = {n.migration_capacity: "0", **ctx.want.parameters}
     if ctx.want.capacity.api != "live":
         wanted[n.api_capacity] = str(ctx.want.capacity.api)
     changes = {k: v for k, v in wanted.items() if ctx.params.get(k) != v}
-    stale = ctx.memory.rollout
-    if stale is not None and stale.active and stale.image != ctx.image:
-        # A revert to the image the API group still runs ends the other rollout.
-        end = model.FinishRollout("superseded", ctx.now, f"target changed to {ctx.image}")
-        return _with_effects(_decide_rest(ctx, settled=(end,)), (end,))
     rollout = ctx.rollout
     if changes:
         kind: model.UpdateKind = "switch" if rollout is not None else "scale"
@@ -584,17 +667,56 @@ def _converge(ctx: Context) -> model.Decision:
             kind,
             changes,
             Phase.UPDATING_API,
+            Reason.APPLYING_PARAMETERS,
             f"applying {', '.join(sorted(changes))} to {ctx.want.stack_name}",
             [],
         )
     if rollout is None:
         return _in_sync(ctx, ())
-    if rollout.switched_at is None:
-        mark = model.MarkRollout(switched_at=ctx.now)
-        return _with_effects(_decide_rest(ctx, settled=(mark,)), (mark,))
+    return None
+
+
+def _switched(ctx: Context) -> Outcome:
+    """The API group runs the image: the switch is done, whoever sent it."""
+    rollout = ctx.rollout
+    if not _converging(ctx) or rollout is None or rollout.switched_at is not None:
+        return None
+    return Continue((model.MarkRollout(switched_at=ctx.now),))
+
+
+def _verified(ctx: Context) -> Outcome:
+    """The rollout ends when the API group is healthy on the image (or at once)."""
+    rollout = ctx.rollout
+    assert rollout is not None and _converging(ctx)  # _switch or _converge decided else
     if ctx.want.rollout.verify_health:
         return _verify(ctx, rollout)
     return _succeed(ctx, rollout)
+
+
+RULES: tuple[Rule, ...] = (
+    # safety first: nothing below may send an update to a stack these stop
+    _missing,
+    _broken,
+    _bad_names,
+    _paused,
+    _busy,
+    # what we remember: a pending update, scaling we hold, a failure's backoff
+    _settled,
+    _heal_scaling,
+    _backing_off,
+    # toward an image the API group does not run yet
+    _phase1,
+    _adopt,
+    _gate,
+    _approval,
+    _suspend_scaling,
+    _switch,
+    # the API group runs the image
+    _supersede,
+    _converge,
+    _switched,
+    _verified,
+)
 
 
 def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
@@ -619,8 +741,13 @@ def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
         )
         if ctx.want.rollout.auto_rollback and rollout.from_image not in (None, ctx.image):
             return _roll_back(ctx, rollout, reason)
-        return _fail(ctx, reason)
-    return model.Decision(Phase.VERIFYING, f"verifying the API group: {detail}", requeue="active")
+        return _fail(ctx, Reason.UNHEALTHY, reason)
+    return model.Decision(
+        Phase.VERIFYING,
+        f"verifying the API group: {detail}",
+        reason=Reason.VERIFYING,
+        requeue="active",
+    )
 
 
 def _roll_back(ctx: Context, rollout: model.RolloutMemory, reason: str) -> model.Decision:
@@ -630,12 +757,13 @@ def _roll_back(ctx: Context, rollout: model.RolloutMemory, reason: str) -> model
     assert rollout.from_image is not None
     n = ctx.names
     back = f"{reason}; rolled the API group back to {rollout.from_image}"
-    failed = _fail(ctx, back, sticky=True)
+    failed = _fail(ctx, Reason.ROLLED_BACK, back, sticky=True)
     undo = _update(
         ctx,
         "switch",
         {n.api_image: rollout.from_image, n.api_capacity: ctx.api_capacity()},
         Phase.FAILED,
+        Reason.ROLLED_BACK,
         "",
         [],
         step="rollback",
@@ -652,6 +780,7 @@ def _succeed(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
     return model.Decision(
         Phase.IN_SYNC,
         f"rollout of {ctx.image} succeeded (revision {ctx.revision[:12]})",
+        reason=Reason.ROLLOUT_SUCCEEDED,
         effects=tuple(effects),
     )
 
@@ -660,7 +789,10 @@ def _in_sync(ctx: Context, effects: tuple[model.Effect, ...]) -> model.Decision:
     if ctx.memory.failure is not None:
         effects = (*effects, model.ClearFailure())
     return model.Decision(
-        Phase.IN_SYNC, f"{ctx.want.stack_name} runs {ctx.image} as specified", effects=effects
+        Phase.IN_SYNC,
+        f"{ctx.want.stack_name} runs {ctx.image} as specified",
+        reason=Reason.IN_SYNC,
+        effects=effects,
     )
 
 
@@ -668,19 +800,24 @@ def _in_sync(ctx: Context, effects: tuple[model.Effect, ...]) -> model.Decision:
 
 
 def _fail(
-    ctx: Context, reason: str, extra: tuple[model.Effect, ...] = (), sticky: bool = False
+    ctx: Context,
+    code: Reason,
+    reason: str,
+    extra: tuple[model.Effect, ...] = (),
+    sticky: bool = False,
 ) -> model.Decision:
     previous = ctx.memory.failure
     same = previous is not None and previous.revision == ctx.revision
     count = previous.count + 1 if same and previous is not None else 1
     retry_at = HELD if sticky else ctx.now + ctx.policy.backoff(count)
-    failure = model.Failure(count, reason, ctx.now, retry_at, ctx.revision, ctx.image)
+    failure = model.Failure(count, reason, ctx.now, retry_at, ctx.revision, ctx.image, code)
     effects: list[model.Effect] = [*extra, model.RecordFailure(failure)]
     if ctx.rollout is not None:
         effects.append(model.FinishRollout("failed", ctx.now, reason))
     return model.Decision(
         Phase.FAILED,
         f"{reason}; attempt {count} failed, {_when_retried(retry_at)}",
+        reason=code,
         effects=tuple(effects),
         requeue="retry",
     )
@@ -692,14 +829,21 @@ def _when_retried(retry_at: dt.datetime) -> str:
     return f"next retry at {retry_at.isoformat()}"
 
 
-def _fail_migration(ctx: Context, reason: str) -> model.Decision:
+def _fail_migration(ctx: Context, code: Reason, reason: str) -> model.Decision:
     """A failed migration also stops the migration group, so a retry starts a fresh one."""
-    decision = _fail(ctx, reason)
+    decision = _fail(ctx, code, reason)
     n = ctx.names
     if ctx.params.get(n.migration_capacity) == "0":
         return decision
     stop = _update(
-        ctx, "migrate", {n.migration_capacity: "0"}, Phase.FAILED, "", [], step="stop-migration"
+        ctx,
+        "migrate",
+        {n.migration_capacity: "0"},
+        Phase.FAILED,
+        code,
+        "",
+        [],
+        step="stop-migration",
     )
     return dataclasses.replace(
         decision, update=stop.update, effects=decision.effects + stop.effects
@@ -733,6 +877,7 @@ def _update(
     kind: model.UpdateKind,
     changes: Mapping[str, str],
     phase: Phase,
+    reason: Reason,
     message: str,
     effects: list[model.Effect],
     step: str | None = None,
@@ -752,6 +897,7 @@ def _update(
     return model.Decision(
         phase,
         message,
+        reason=reason,
         update=update,
         effects=(*effects, model.SetPending(pending)),
         requeue="active",
@@ -769,73 +915,19 @@ def client_request_token(
 
 def _needs(ctx: Context, need: model.Need, phase: Phase, message: str) -> model.Decision:
     """No decision yet: a partial observation lacks what this rule reads (see Observed)."""
-    return model.Decision(phase, message, requeue="active", needs=frozenset({need}))
-
-
-def _with_effects(decision: model.Decision, effects: tuple[model.Effect, ...]) -> model.Decision:
-    if not effects or decision.needs:
-        return decision
-    return dataclasses.replace(decision, effects=(*effects, *decision.effects))
+    return model.Decision(
+        phase, message, reason=Reason.READING, requeue="active", needs=frozenset({need})
+    )
 
 
 def _with_marks(ctx: Context, effects: tuple[model.Effect, ...]) -> Context:
     """The context as it will be once `effects` are stored (so one plan() can chain)."""
-    memory = ctx.memory
-    for effect in effects:
-        memory = apply_effect(memory, effect)
-    return dataclasses.replace(ctx, memory=memory)
+    return dataclasses.replace(ctx, memory=fold.apply_all(ctx.memory, effects).memory)
 
 
 def apply_effect(memory: model.Memory, effect: model.Effect) -> model.Memory:
-    """The pure fold of one effect into memory; the store does the same durably."""
-    r = memory.rollout
-    match effect:
-        case model.StartRollout():
-            rollout = model.RolloutMemory(
-                id=(r.id + 1 if r else 1),
-                image=effect.image,
-                revision=effect.revision,
-                from_image=effect.from_image,
-                started_at=effect.at,
-                phase1_started_at=effect.phase1_started_at,
-                migrated_at=effect.migrated_at,
-            )
-            return dataclasses.replace(memory, rollout=rollout)
-        case model.MarkRollout():
-            if r is None or not r.active:
-                return memory
-            marks = {f.name: getattr(effect, f.name) for f in dataclasses.fields(effect)}
-            return dataclasses.replace(
-                memory,
-                rollout=dataclasses.replace(r, **{k: v for k, v in marks.items() if v is not None}),
-            )
-        case model.FinishRollout():
-            if r is None or not r.active:
-                return memory
-            done = dataclasses.replace(
-                r, result=effect.result, finished_at=effect.at, reason=effect.reason
-            )
-            return dataclasses.replace(memory, rollout=done)
-        case model.SetPending():
-            return dataclasses.replace(memory, pending=effect.pending)
-        case model.ClearPending():
-            return dataclasses.replace(memory, pending=None)
-        case model.RecordFailure():
-            return dataclasses.replace(memory, failure=effect.failure)
-        case model.ClearFailure():
-            return dataclasses.replace(memory, failure=None)
-        case model.ClearRuntimePause():
-            return dataclasses.replace(memory, runtime_pause=None)
-        case model.ConsumeApproval():
-            return dataclasses.replace(memory, approved_image=None)
-        case model.OwnScaling():
-            return dataclasses.replace(memory, scaling_owned=effect.processes)
-        case model.DisownScaling():
-            resumed = r
-            if r is not None and r.scaling_suspended_at and r.scaling_resumed_at is None:
-                resumed = dataclasses.replace(r, scaling_resumed_at=effect.at)
-            return dataclasses.replace(memory, scaling_owned=frozenset(), rollout=resumed)
-    raise AssertionError(f"unknown effect {effect!r}")  # pragma: no cover
+    """The memory once `effect` is stored: the one fold (reconciler.fold), as stores do it."""
+    return fold.apply(memory, effect).memory
 
 
 def _marks_on_applied(ctx: Context, pending: model.Pending) -> tuple[model.Effect, ...]:

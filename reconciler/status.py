@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from reconciler import model, planner, spec
+from reconciler import model, planner, reasons, spec
 from reconciler.model import Phase
 
 
@@ -28,6 +28,7 @@ class StackStatus:
     deployment: spec.StackDeployment
     phase: Phase = Phase.WAITING
     message: str = "not observed yet"
+    reason: reasons.Reason | None = None  # the last decision's code; None before the first
     observed: model.Observed | None = None
     memory: model.Memory = dataclasses.field(default_factory=model.Memory)
     last_transition: dt.datetime | None = None
@@ -70,6 +71,7 @@ class StackStatus:
             "revision": self.revision,
             "phase": str(self.phase),
             "message": self.message,
+            "reason": str(self.reason) if self.reason else None,
             "desired": {
                 "image": sp.image,
                 "capacity": {"api": sp.capacity.api, "migration": sp.capacity.migration},
@@ -89,6 +91,7 @@ class StackStatus:
             "paused": self._paused_json(),
             "failures": {
                 "count": failure.count if failure else 0,
+                "code": str(failure.code) if failure else None,
                 "nextRetryAt": _iso(failure.next_retry_at) if failure else None,
             },
             "rollout": rollout_json(self.memory.rollout),

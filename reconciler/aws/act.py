@@ -31,15 +31,20 @@ CAPABILITIES: list[CapabilityType] = [
     "CAPABILITY_AUTO_EXPAND",
 ]
 NO_UPDATES = "No updates are to be performed"
+BUSY_STATE = "_IN_PROGRESS state"
 
 
 class UpdateRefused(Exception):
-    """CloudFormation refused the update (stack busy, bad parameter, no permission...)."""
+    """CloudFormation refused the update (stack busy, bad parameter, no permission...).
+    `busy`: the stack was in an operation (not a failure: the next step waits for it)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        # AWS gives no code of its own for it: "Stack:... is in UPDATE_IN_PROGRESS state
+        # and can not be updated." This edge reads AWS's wording so nothing above it does.
+        self.busy = BUSY_STATE in message
 
 
 def send_update(

@@ -2,7 +2,7 @@
 
 Rules of this file:
 - Read only; nothing here changes AWS.
-- Budget: one DescribeStacks always. Only when the stack is settled (a stable status, see
+- Budget: one DescribeStacks always. Only when the stack is stable (a status in
   STABLE) the groups are read: DescribeStackResources, DescribeAutoScalingGroups,
   DescribeInstances (batched), one health call per load balancer. A busy stack or one that
   needs a person costs one call (plus the record): nothing would be acted on anyway.
@@ -40,7 +40,7 @@ log = structlog.get_logger("reconciler.observe")
 
 OnWarning = Callable[[str], None]
 
-STABLE = planner.STABLE  # one definition of "settled": the planner's
+STABLE = planner.STABLE  # one definition of "stable": the planner's
 # Statuses whose "why" a person or the failure record needs; only these may cost the events.
 ROLLED_BACK = frozenset(
     {"UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED"}

@@ -13,7 +13,8 @@ from typing import Protocol
 
 from reconciler import model
 from reconciler.store.dynamo import DynamoStore, Lease, LeaseLost, create_table
-from reconciler.store.sqlite import StateDirLock, StateDirLocked, Store, StoreError
+from reconciler.store.records import StoreError
+from reconciler.store.sqlite import StateDirLock, StateDirLocked, Store
 
 
 class StateStore(Protocol):
@@ -22,7 +23,6 @@ class StateStore(Protocol):
     def load(self, name: str) -> model.Memory: ...
     def apply(self, name: str, effects: Sequence[model.Effect]) -> None: ...
     def history(self, name: str, limit: int = 50) -> list[model.RolloutMemory]: ...
-    def names(self) -> list[str]: ...
     def pause(
         self, name: str, reason: str, at: dt.datetime, until: dt.datetime | None = None
     ) -> None: ...

@@ -8,11 +8,14 @@ Rules of this file:
   `pk = "~outbox"` (a spec name is `[a-z0-9-]`, so it cannot clash). Schema and setup:
   `docs/replicas.md`; `create_table()` makes it.
 - It speaks only `reconciler.model` values and decides nothing, exactly like the SQLite
-  store, and gives the same answers (tests/replicas/test_store_contract.py holds that).
+  store: `apply()` folds the effects into the stored memory with the one fold
+  (`reconciler.fold`) and writes the items the fold reports changed, each laid out as
+  `store.records` says (tests/replicas/test_store_contract.py holds both to the fold).
 - One `apply()` is one `TransactWriteItems`: all of its effects or none. With a `Lease`,
   every spec write also carries a `ConditionCheck` that this replica's fence is still the
   spec's current one, so a replica that lost its lease changes nothing (`LeaseLost`).
 - Datetimes are the SQLite store's fixed-width UTC text, so both stores read the same.
+  Items go on the wire through boto3's TypeSerializer and TypeDeserializer.
 - Times in leases are epoch seconds from each replica's clock: replicas need clocks
   within the lease's safety margin of each other (NTP gives milliseconds).
 """
@@ -21,36 +24,39 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from reconciler import model
-from reconciler.store.sqlite import (
-    SUPERSEDED_REASON,
-    StateDirLock,
-    StoreError,
-)
-from reconciler.store.sqlite import _dt as parse_ts
-from reconciler.store.sqlite import _ts as format_ts
+from reconciler import fold, model
+from reconciler.store import records
+from reconciler.store.records import StoreError
 
 if TYPE_CHECKING:
-    import pathlib
-
     from mypy_boto3_dynamodb import DynamoDBClient
 
 Item = dict[str, Any]  # a DynamoDB item in the low-level wire format
 OUTBOX = "~outbox"
 LEASE = "lease"
 ROLLOUT = "rollout#"
-_SINGLES = ("approval", "failure", "override", "owned", "pause", "pending")  # all < ROLLOUT
-# Kinds that make a spec appear in `names()`, as the SQLite store's tables do.
-_NAMED_KINDS = ("rollout", "pending", "failure", "approval", "pause")
-_MARK_FIELDS = model.MARK_TIMES
+# The sort key of each single record of a spec's memory (fold.Record); all sort < ROLLOUT.
+_SK: dict[fold.Record, str] = {
+    "approved_image": "approval",
+    "failure": "failure",
+    "window_override": "override",
+    "scaling_owned": "owned",
+    "runtime_pause": "pause",
+    "pending": "pending",
+}
+_SINGLES = frozenset(_SK.values())
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
 
 
 class LeaseLost(StoreError):
@@ -77,46 +83,32 @@ def create_table(client: DynamoDBClient, table: str) -> None:
 # --- wire format ----------------------------------------------------------------------
 
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: float) -> dict[str, str]:
-    return {"N": repr(value)}
+def _wire(value: str | float) -> Any:
+    """One attribute value in DynamoDB's wire format (numbers travel as Decimal)."""
+    number = decimal.Decimal(repr(value)) if isinstance(value, float) else value
+    return _SERIALIZER.serialize(number)
 
 
 def _key(pk: str, sk: str) -> Item:
-    return {"pk": _s(pk), "sk": _s(sk)}
+    return {"pk": _wire(pk), "sk": _wire(sk)}
 
 
 def _encode(pk: str, sk: str, fields: Mapping[str, str | int | None]) -> Item:
     """An item from text and integer fields; None fields are left out (absent = NULL)."""
     item = _key(pk, sk)
-    for name, value in fields.items():
-        if isinstance(value, int):
-            item[name] = _n(value)
-        elif value is not None:
-            item[name] = _s(value)
+    item.update({name: _wire(v) for name, v in fields.items() if v is not None})
     return item
 
 
 def _decode(item: Item) -> dict[str, Any]:
+    """An item's attributes as plain values: text, and numbers as int where whole."""
     out: dict[str, Any] = {}
     for name, value in item.items():
-        if "S" in value:
-            out[name] = value["S"]
-        elif "N" in value:
-            number = value["N"]
-            out[name] = int(number) if number.lstrip("-").isdigit() else float(number)
+        plain = _DESERIALIZER.deserialize(value)
+        if isinstance(plain, decimal.Decimal):
+            plain = int(plain) if plain == plain.to_integral_value() else float(plain)
+        out[name] = plain
     return out
-
-
-def _ts_opt(value: dt.datetime | None) -> str | None:
-    return None if value is None else format_ts(value)
-
-
-def _dt_opt(text: str | None) -> dt.datetime | None:
-    return None if text is None else parse_ts(text)
 
 
 def _rollout_sk(rollout_id: int) -> str:
@@ -177,10 +169,10 @@ class Lease:
                     "attribute_not_exists(pk) OR expires_at < :now OR holder = :me"
                 ),
                 ExpressionAttributeValues={
-                    ":me": _s(self.holder_id),
-                    ":exp": _n(now + self.ttl),
-                    ":now": _n(now),
-                    ":one": _n(1),
+                    ":me": _wire(self.holder_id),
+                    ":exp": _wire(now + self.ttl),
+                    ":now": _wire(now),
+                    ":one": _wire(1),
                 },
                 ReturnValues="UPDATED_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -192,7 +184,7 @@ class Lease:
             with self._lock:
                 self._holders[name] = str(holder)
             return None
-        fence = int(answer["Attributes"]["fence"]["N"])
+        fence = int(_decode(cast(Item, answer["Attributes"]))["fence"])
         with self._lock:
             self._held[name] = _Held(fence, now + self.ttl)
             self._holders.pop(name, None)
@@ -231,9 +223,9 @@ class Lease:
                 UpdateExpression="SET expires_at = :exp",
                 ConditionExpression="holder = :me AND fence = :f",
                 ExpressionAttributeValues={
-                    ":me": _s(self.holder_id),
-                    ":f": _n(fence),
-                    ":exp": _n(expires_at),
+                    ":me": _wire(self.holder_id),
+                    ":f": _wire(fence),
+                    ":exp": _wire(expires_at),
                 },
             )
         except ClientError as exc:
@@ -274,97 +266,6 @@ class Lease:
             return None if held is None else dataclasses.replace(held)
 
 
-# --- folding effects into items -------------------------------------------------------
-
-
-class _Batch:
-    """The items one `apply()` changes, folded from the effects in order."""
-
-    def __init__(self, name: str, latest: dict[str, Any] | None) -> None:
-        self.name = name
-        self.singles: dict[str, Item | None] = {}  # sk -> new item, None to delete
-        self.rollouts: dict[int, dict[str, Any]] = {}
-        self.next_id = int(latest["id"]) + 1 if latest else 1
-        self.active: int | None = None
-        if latest is not None and latest.get("result") is None:
-            self.active = int(latest["id"])
-            self.rollouts[self.active] = dict(latest)
-        self.touched: set[int] = set()
-
-    def put(self, sk: str, fields: Mapping[str, str | int | None]) -> None:
-        self.singles[sk] = _encode(self.name, sk, fields)
-
-    def delete(self, sk: str) -> None:
-        self.singles[sk] = None
-
-    def start(self, effect: model.StartRollout) -> None:
-        if self.active is not None:
-            reason = SUPERSEDED_REASON.format(image=effect.image, revision=effect.revision)
-            self.finish("superseded", effect.at, reason)
-        rollout_id, self.next_id = self.next_id, self.next_id + 1
-        self.rollouts[rollout_id] = {
-            "id": rollout_id,
-            "image": effect.image,
-            "revision": effect.revision,
-            "from_image": effect.from_image,
-            "started_at": format_ts(effect.at),
-            "phase1_started_at": _ts_opt(effect.phase1_started_at),
-            "migrated_at": _ts_opt(effect.migrated_at),
-        }
-        self.active = rollout_id
-        self.touched.add(rollout_id)
-
-    def mark(self, effect: model.MarkRollout) -> None:
-        row = self.rollouts[self._require_active("MarkRollout")]
-        for field in _MARK_FIELDS:
-            value = cast(dt.datetime | None, getattr(effect, field))
-            if value is not None:
-                row[field] = format_ts(value)
-        if effect.revision is not None:
-            row["revision"] = effect.revision
-        self.touched.add(int(row["id"]))
-
-    def finish(self, result: str, at: dt.datetime, reason: str | None) -> None:
-        active = self._require_active("FinishRollout")
-        self.rollouts[active].update(result=result, finished_at=format_ts(at), reason=reason)
-        self.touched.add(active)
-        self.active = None
-
-    def resume_scaling(self, at: dt.datetime, stored: dict[str, Any] | None) -> None:
-        """DisownScaling: stamp the newest rollout that suspended scaling, once."""
-        candidates = [r for r in self.rollouts.values() if r.get("scaling_suspended_at")]
-        if stored is not None and int(stored["id"]) not in self.rollouts:
-            candidates.append(dict(stored))
-        if not candidates:
-            return
-        row = max(candidates, key=lambda r: int(r["id"]))
-        if row.get("scaling_resumed_at") is None:
-            row["scaling_resumed_at"] = format_ts(at)
-            self.rollouts[int(row["id"])] = row
-            self.touched.add(int(row["id"]))
-
-    def _require_active(self, effect: str) -> int:
-        if self.active is None:
-            raise StoreError(
-                f"{effect} for {self.name!r} but it has no active rollout "
-                "(a planner bug: the batch was not applied)"
-            )
-        return self.active
-
-    def writes(self, table: str) -> list[dict[str, Any]]:
-        actions: list[dict[str, Any]] = []
-        for sk, item in self.singles.items():
-            if item is None:
-                actions.append({"Delete": {"TableName": table, "Key": _key(self.name, sk)}})
-            else:
-                actions.append({"Put": {"TableName": table, "Item": item}})
-        for rollout_id in sorted(self.touched):
-            row = self.rollouts[rollout_id]
-            item = _encode(self.name, _rollout_sk(rollout_id), row)
-            actions.append({"Put": {"TableName": table, "Item": item}})
-        return actions
-
-
 # --- the store ------------------------------------------------------------------------
 
 
@@ -377,11 +278,6 @@ class DynamoStore:
         # and the fence only orders writers of different replicas.
         self._lock = threading.Lock()
 
-    @staticmethod
-    def lock_state_dir(state_dir: pathlib.Path) -> StateDirLock:
-        """The git clone still lives in the state dir: one process per directory."""
-        return StateDirLock(state_dir)
-
     def close(self) -> None:
         """Nothing to close: the client's connections go with the process."""
 
@@ -392,7 +288,7 @@ class DynamoStore:
         pages = paginator.paginate(
             TableName=self.table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": _s(name), ":prefix": _s(prefix)},
+            ExpressionAttributeValues={":pk": _wire(name), ":prefix": _wire(prefix)},
             ScanIndexForward=not newest_first,
             ConsistentRead=True,
         )
@@ -403,22 +299,16 @@ class DynamoStore:
         answer = self.client.query(
             TableName=self.table,
             KeyConditionExpression="pk = :pk AND sk < :rollouts",
-            ExpressionAttributeValues={":pk": _s(name), ":rollouts": _s(ROLLOUT)},
+            ExpressionAttributeValues={":pk": _wire(name), ":rollouts": _wire(ROLLOUT)},
             ConsistentRead=True,
         )
         items = cast(list[Item], answer.get("Items", []))  # a handful: never a second page
-        return {i["sk"]["S"]: _decode(i) for i in items if i["sk"]["S"] in _SINGLES}
+        rows = [_decode(i) for i in items]
+        return {row["sk"]: row for row in rows if row["sk"] in _SINGLES}
 
     def _latest(self, name: str) -> dict[str, Any] | None:
         for item in self._query(name, ROLLOUT, newest_first=True):
             return _decode(item)
-        return None
-
-    def _latest_suspended(self, name: str) -> dict[str, Any] | None:
-        for item in self._query(name, ROLLOUT, newest_first=True):
-            row = _decode(item)
-            if row.get("scaling_suspended_at"):
-                return row
         return None
 
     def load(self, name: str) -> model.Memory:
@@ -426,23 +316,14 @@ class DynamoStore:
         latest = self._latest(name)
         pending, failure = singles.get("pending"), singles.get("failure")
         pause, override = singles.get("pause"), singles.get("override")
-        owned = singles.get("owned")
         return model.Memory(
-            rollout=None if latest is None else _rollout(latest),
-            pending=None if pending is None else _pending(pending),
-            failure=None if failure is None else _failure(failure),
+            rollout=None if latest is None else records.rollout(latest),
+            pending=None if pending is None else records.pending(pending),
+            failure=None if failure is None else records.failure(failure),
             approved_image=singles["approval"]["image"] if "approval" in singles else None,
-            runtime_pause=None
-            if pause is None
-            else model.RuntimePause(
-                pause["reason"], parse_ts(pause["at"]), _dt_opt(pause.get("until"))
-            ),
-            window_override=None
-            if override is None
-            else model.WindowOverride(
-                override["reason"], parse_ts(override["at"]), parse_ts(override["until"])
-            ),
-            scaling_owned=frozenset(json.loads(owned["processes"])) if owned else frozenset(),
+            runtime_pause=None if pause is None else records.pause(pause),
+            window_override=None if override is None else records.override(override),
+            scaling_owned=records.owned(singles.get("owned")),
         )
 
     def history(self, name: str, limit: int = 50) -> list[model.RolloutMemory]:
@@ -453,21 +334,8 @@ class DynamoStore:
         for item in self._query(name, ROLLOUT, newest_first=True):
             if len(found) >= limit:
                 break
-            found.append(_rollout(_decode(item)))
+            found.append(records.rollout(_decode(item)))
         return found
-
-    def names(self) -> list[str]:
-        """Every spec name the store holds anything for, sorted (a scan: a small table)."""
-        names: set[str] = set()
-        pages = self.client.get_paginator("scan").paginate(
-            TableName=self.table, ProjectionExpression="pk, sk", ConsistentRead=True
-        )
-        for page in pages:
-            for item in page.get("Items", []):
-                pk, sk = item["pk"]["S"], item["sk"]["S"]
-                if pk != OUTBOX and sk.startswith(_NAMED_KINDS):
-                    names.add(pk)
-        return sorted(names)
 
     # --- writing ----------------------------------------------------------------------
 
@@ -511,70 +379,45 @@ class DynamoStore:
                 "TableName": self.table,
                 "Key": _key(name, LEASE),
                 "ConditionExpression": "holder = :me AND fence = :f",
-                "ExpressionAttributeValues": {":me": _s(holder), ":f": _n(fence)},
+                "ExpressionAttributeValues": {":me": _wire(holder), ":f": _wire(fence)},
             }
         }
 
     def apply(self, name: str, effects: Sequence[model.Effect]) -> None:
-        """Apply the planner's effects in order, all in one transaction."""
+        """Fold the planner's effects into the stored memory, in one transaction."""
         if not effects:
             return
         with self._lock:
-            batch = _Batch(name, self._latest(name))
-            for effect in effects:
-                self._fold(batch, effect)
-            actions = batch.writes(self.table)
-            if actions:
-                self._transact(name, actions)
+            memory = self.load(name)
+            actions = self._writes(name, memory, fold.apply_all(memory, effects))
+            if actions and not self._transact(name, actions):
+                raise StoreError(
+                    f"{name}: another writer started a rollout while this one was folding "
+                    "effects (no lease held?); nothing was written"
+                )
 
-    def _fold(self, batch: _Batch, effect: model.Effect) -> None:
-        match effect:
-            case model.StartRollout():
-                batch.start(effect)
-            case model.MarkRollout():
-                batch.mark(effect)
-            case model.FinishRollout():
-                batch.finish(effect.result, effect.at, effect.reason)
-            case model.SetPending(pending=p):
-                expected = json.dumps(dict(p.expected), sort_keys=True, separators=(",", ":"))
-                batch.put(
-                    "pending",
-                    {
-                        "kind": p.kind,
-                        "image": p.image,
-                        "revision": p.revision,
-                        "token": p.token,
-                        "sent_at": format_ts(p.sent_at),
-                        "expected": expected,
-                    },
-                )
-            case model.ClearPending():
-                batch.delete("pending")
-            case model.RecordFailure(failure=f):
-                batch.put(
-                    "failure",
-                    {
-                        "count": f.count,
-                        "reason": f.reason,
-                        "at": format_ts(f.at),
-                        "next_retry_at": format_ts(f.next_retry_at),
-                        "revision": f.revision,
-                        "image": f.image,
-                    },
-                )
-            case model.ClearFailure():
-                batch.delete("failure")
-            case model.ClearRuntimePause():
-                batch.delete("pause")
-            case model.ConsumeApproval():
-                batch.delete("approval")
-            case model.OwnScaling(processes=processes):
-                batch.put("owned", {"processes": json.dumps(sorted(processes))})
-            case model.DisownScaling(at=at):
-                batch.delete("owned")
-                batch.resume_scaling(at, self._latest_suspended(batch.name))
-            case _:
-                raise StoreError(f"unknown effect {effect!r}")
+    def _writes(self, name: str, before: model.Memory, folded: fold.Folded) -> list[dict[str, Any]]:
+        """The fold's changes as TransactWriteItems actions: single records, then rollouts."""
+        actions: list[dict[str, Any]] = []
+        for record, fields in records.writes(folded):
+            if fields is None:
+                key = _key(name, _SK[record])
+                actions.append({"Delete": {"TableName": self.table, "Key": key}})
+            else:
+                item = _encode(name, _SK[record], fields)
+                actions.append({"Put": {"TableName": self.table, "Item": item}})
+        latest = before.rollout.id if before.rollout is not None else 0
+        for rollout in folded.rollouts:
+            put: dict[str, Any] = {
+                "TableName": self.table,
+                "Item": _encode(name, _rollout_sk(rollout.id), records.rollout_fields(rollout)),
+            }
+            if rollout.id > latest:
+                # A new rollout's row must be new: two writers folding from the same memory
+                # (no lease) cannot both start one and leave two active.
+                put["ConditionExpression"] = "attribute_not_exists(pk)"
+            actions.append({"Put": put})
+        return actions
 
     # --- runtime controls -------------------------------------------------------------
 
@@ -586,7 +429,9 @@ class DynamoStore:
     def pause(
         self, name: str, reason: str, at: dt.datetime, until: dt.datetime | None = None
     ) -> None:
-        self._put(name, "pause", {"reason": reason, "at": format_ts(at), "until": _ts_opt(until)})
+        self._put(
+            name, "pause", {"reason": reason, "at": records.ts(at), "until": records.ts_opt(until)}
+        )
 
     def resume(self, name: str) -> bool:
         """Lift a runtime pause; False if there was none (a spec pause is git's to lift)."""
@@ -603,11 +448,11 @@ class DynamoStore:
     def override_window(self, name: str, reason: str, at: dt.datetime, until: dt.datetime) -> None:
         """Let `name` start a rollout outside its windows until `until` (recorded)."""
         self._put(
-            name, "override", {"reason": reason, "at": format_ts(at), "until": format_ts(until)}
+            name, "override", {"reason": reason, "at": records.ts(at), "until": records.ts(until)}
         )
 
     def approve(self, name: str, image: str, at: dt.datetime) -> None:
-        self._put(name, "approval", {"image": image, "at": format_ts(at)})
+        self._put(name, "approval", {"image": image, "at": records.ts(at)})
 
     def retry(self, name: str, now: dt.datetime) -> bool:
         """Make a backing-off spec due now; False if it has no failure to retry."""
@@ -617,7 +462,7 @@ class DynamoStore:
                 "Key": _key(name, "failure"),
                 "UpdateExpression": "SET next_retry_at = :now",
                 "ConditionExpression": "attribute_exists(pk)",
-                "ExpressionAttributeValues": {":now": _s(format_ts(now))},
+                "ExpressionAttributeValues": {":now": _wire(records.ts(now))},
             }
         }
         with self._lock:
@@ -636,7 +481,7 @@ class DynamoStore:
         """Owe each entry to its sink, unless that (key, sink) was ever owed; how many were new."""
         added = 0
         for e in entries:
-            created = format_ts(e.created_at)
+            created = records.ts(e.created_at)
             item = _encode(
                 OUTBOX,
                 self._outbox_sk(e.key, e.sink),
@@ -666,14 +511,18 @@ class DynamoStore:
             TableName=self.table,
             KeyConditionExpression="pk = :pk",
             FilterExpression="attribute_not_exists(delivered_at) AND next_attempt_at <= :now",
-            ExpressionAttributeValues={":pk": _s(OUTBOX), ":now": _s(format_ts(now))},
+            ExpressionAttributeValues={":pk": _wire(OUTBOX), ":now": _wire(records.ts(now))},
             ConsistentRead=True,
         )
         rows = [_decode(item) for page in pages for item in page.get("Items", [])]
         rows.sort(key=lambda r: (r["next_attempt_at"], r["created_at"]))
         return [
             model.OutboxEntry(
-                r["key"], r["sink"], r["payload"], parse_ts(r["created_at"]), int(r["attempts"])
+                r["key"],
+                r["sink"],
+                r["payload"],
+                records.parse_ts(r["created_at"]),
+                int(r["attempts"]),
             )
             for r in rows[:limit]
         ]
@@ -685,20 +534,20 @@ class DynamoStore:
             UpdateExpression="SET delivered_at = :at, attempts = attempts + :one "
             "REMOVE next_attempt_at, last_error",
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":at": _s(format_ts(at)), ":one": _n(1)},
+            ExpressionAttributeValues={":at": _wire(records.ts(at)), ":one": _wire(1)},
         )
 
     def deferred(
         self, key: str, sink: str, attempts: int, next_at: dt.datetime | None, error: str
     ) -> None:
         """Record a failed attempt; `next_at` None gives the entry up (kept, never retried)."""
-        values: dict[str, Any] = {":n": _n(attempts), ":e": _s(error)}
+        values: dict[str, Any] = {":n": _wire(attempts), ":e": _wire(error)}
         expression = "SET attempts = :n, last_error = :e"
         if next_at is None:
             expression += " REMOVE next_attempt_at"
         else:
             expression += ", next_attempt_at = :next"
-            values[":next"] = _s(format_ts(next_at))
+            values[":next"] = _wire(records.ts(next_at))
         self.client.update_item(
             TableName=self.table,
             Key=_key(OUTBOX, self._outbox_sk(key, sink)),
@@ -706,48 +555,3 @@ class DynamoStore:
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues=values,
         )
-
-
-# --- items to model values ------------------------------------------------------------
-
-
-def _rollout(row: Mapping[str, Any]) -> model.RolloutMemory:
-    return model.RolloutMemory(
-        id=int(row["id"]),
-        image=row["image"],
-        revision=row["revision"],
-        from_image=row.get("from_image"),
-        started_at=parse_ts(row["started_at"]),
-        phase1_started_at=_dt_opt(row.get("phase1_started_at")),
-        migrated_at=_dt_opt(row.get("migrated_at")),
-        approved_at=_dt_opt(row.get("approved_at")),
-        switch_started_at=_dt_opt(row.get("switch_started_at")),
-        switched_at=_dt_opt(row.get("switched_at")),
-        finished_at=_dt_opt(row.get("finished_at")),
-        result=row.get("result"),
-        reason=row.get("reason"),
-        scaling_suspended_at=_dt_opt(row.get("scaling_suspended_at")),
-        scaling_resumed_at=_dt_opt(row.get("scaling_resumed_at")),
-    )
-
-
-def _pending(row: Mapping[str, Any]) -> model.Pending:
-    return model.Pending(
-        kind=row["kind"],
-        image=row["image"],
-        revision=row["revision"],
-        token=row["token"],
-        sent_at=parse_ts(row["sent_at"]),
-        expected=json.loads(row["expected"]),
-    )
-
-
-def _failure(row: Mapping[str, Any]) -> model.Failure:
-    return model.Failure(
-        count=int(row["count"]),
-        reason=row["reason"],
-        at=parse_ts(row["at"]),
-        next_retry_at=parse_ts(row["next_retry_at"]),
-        revision=row["revision"],
-        image=row["image"],
-    )

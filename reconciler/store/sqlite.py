@@ -2,15 +2,13 @@
 runtime pauses, the pending update, rollout history), in `--state-dir/reconciler.sqlite3`.
 
 Rules of this file:
-- It speaks only `reconciler.model` values; it never decides anything. Effects are applied
-  exactly as the planner sent them, in order; an effect that makes no sense for the stored
-  state (marking a rollout when none is active) is a planner bug and raises `StoreError`.
+- It speaks only `reconciler.model` values; it never decides anything. `apply()` folds the
+  effects into the stored memory with the one fold (`reconciler.fold`) and writes exactly
+  the records the fold reports changed, in the layout of `store.records`.
 - One `apply()` is one transaction: all of its effects are written, or none. It returns
   only after the commit is durable (WAL, `synchronous=FULL`), because the engine sends the
   stack update right after, and a restart must find what was recorded before it.
-- Datetimes are stored as fixed-width ISO-8601 UTC text (`2026-11-26T10:00:00.000000Z`),
-  so text order is time order, and come back as aware UTC datetimes, exact to the
-  microsecond. A naive datetime is refused rather than guessed at.
+- Datetimes are stored as fixed-width ISO-8601 UTC text (`store.records`).
 - One connection shared by the daemon's threads, serialised by a lock; other processes
   (the CLI's `history`) may read the same file while the daemon writes.
 - Schema changes are numbered migrations in `_MIGRATIONS`, recorded in `schema_version`;
@@ -22,23 +20,32 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import os
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from reconciler import crashpoints, model
+from reconciler import crashpoints, fold, model
+from reconciler.store import records
+from reconciler.store.records import StoreError
 
 DB_FILE = "reconciler.sqlite3"
 LOCK_FILE = "lock"
-SUPERSEDED_REASON = "superseded by a rollout to {image} (revision {revision})"
 
-# Each entry moves the schema from version i to i + 1. Append only: released databases
-# already carry the earlier versions.
-_MIGRATIONS: tuple[str, ...] = (
+
+def _code_failures(db: sqlite3.Connection) -> None:
+    """Add failures.code; a failure stored before it gets the code its wording gives."""
+    db.execute("ALTER TABLE failures ADD COLUMN code TEXT")
+    for name, reason in db.execute("SELECT name, reason FROM failures").fetchall():
+        code = records.legacy_code(reason)
+        db.execute("UPDATE failures SET code = ? WHERE name = ?", (str(code), name))
+
+
+# Each entry moves the schema from version i to i + 1: a script, or a function for what
+# SQL alone cannot do. Append only: released databases already carry the earlier versions.
+_MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE TABLE rollouts (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -124,44 +131,58 @@ _MIGRATIONS: tuple[str, ...] = (
         processes TEXT NOT NULL
     );
     """,
+    # Rollout ids count per spec, as the fold numbers them (the latest id + 1), so the store
+    # writes the fold's rows as they are. Ids already given keep their values (they only
+    # ever grew within a spec); the unique index still refuses a second active rollout.
+    """
+    CREATE TABLE rollouts_v5 (
+        name TEXT NOT NULL,
+        id INTEGER NOT NULL CHECK (id > 0),
+        image TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        from_image TEXT,
+        started_at TEXT NOT NULL,
+        phase1_started_at TEXT,
+        migrated_at TEXT,
+        approved_at TEXT,
+        switch_started_at TEXT,
+        switched_at TEXT,
+        finished_at TEXT,
+        result TEXT CHECK (result IN ('succeeded', 'failed', 'superseded')),
+        reason TEXT,
+        scaling_suspended_at TEXT,
+        scaling_resumed_at TEXT,
+        CHECK ((result IS NULL) = (finished_at IS NULL)),
+        PRIMARY KEY (name, id)
+    );
+    INSERT INTO rollouts_v5 (name, id, image, revision, from_image, started_at,
+        phase1_started_at, migrated_at, approved_at, switch_started_at, switched_at,
+        finished_at, result, reason, scaling_suspended_at, scaling_resumed_at)
+    SELECT name, id, image, revision, from_image, started_at, phase1_started_at,
+        migrated_at, approved_at, switch_started_at, switched_at, finished_at, result,
+        reason, scaling_suspended_at, scaling_resumed_at FROM rollouts;
+    DROP TABLE rollouts;
+    ALTER TABLE rollouts_v5 RENAME TO rollouts;
+    CREATE UNIQUE INDEX rollouts_one_active ON rollouts (name) WHERE result IS NULL;
+    """,
+    # A failure's reason code (reconciler.reasons): what programs read, not its wording.
+    _code_failures,
 )
 
-_ROLLOUT_COLUMNS = (
-    "id, image, revision, from_image, started_at, phase1_started_at, migrated_at, "
-    "approved_at, switch_started_at, switched_at, finished_at, result, reason, "
-    "scaling_suspended_at, scaling_resumed_at"
-)
-_MARK_FIELDS = model.MARK_TIMES
-
-
-class StoreError(Exception):
-    """The store was asked for something its state does not allow."""
+_ROLLOUT_COLUMNS = ", ".join(records.ROLLOUT_FIELDS)
+# The table of each single record of a spec's memory (fold.Record), keyed by name.
+_TABLES: dict[fold.Record, str] = {
+    "pending": "pending",
+    "failure": "failures",
+    "approved_image": "approvals",
+    "runtime_pause": "runtime_pauses",
+    "window_override": "window_overrides",
+    "scaling_owned": "scaling_owned",
+}
 
 
 class StateDirLocked(StoreError):
     """Another process holds the state directory (a second daemon on the same state)."""
-
-
-# --- datetimes ------------------------------------------------------------------------
-
-
-def _ts(value: dt.datetime) -> str:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value!r}: the store keeps only aware UTC times")
-    utc = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return utc.isoformat(timespec="microseconds") + "Z"
-
-
-def _ts_opt(value: dt.datetime | None) -> str | None:
-    return None if value is None else _ts(value)
-
-
-def _dt(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
-
-
-def _dt_opt(text: str | None) -> dt.datetime | None:
-    return None if text is None else _dt(text)
 
 
 # --- single instance ------------------------------------------------------------------
@@ -279,9 +300,12 @@ class Store:
                     f"{self.path} has schema version {version}, newer than this reconciler "
                     f"knows ({len(_MIGRATIONS)}); upgrade the reconciler"
                 )
-            for script in _MIGRATIONS[version:]:
+            for step in _MIGRATIONS[version:]:
+                if callable(step):
+                    step(db)
+                    continue
                 # executescript would COMMIT our transaction; run statement by statement.
-                for statement in _statements(script):
+                for statement in _statements(step):
                     db.execute(statement)
             db.execute("DELETE FROM schema_version")
             db.execute("INSERT INTO schema_version (version) VALUES (?)", (len(_MIGRATIONS),))
@@ -290,42 +314,7 @@ class Store:
 
     def load(self, name: str) -> model.Memory:
         with self._read() as db:
-            rollout = db.execute(
-                f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE name = ? "  # noqa: S608 constant
-                "ORDER BY id DESC LIMIT 1",
-                (name,),
-            ).fetchone()
-            pending = db.execute(
-                "SELECT kind, image, revision, token, sent_at, expected FROM pending "
-                "WHERE name = ?",
-                (name,),
-            ).fetchone()
-            failure = db.execute(
-                "SELECT count, reason, at, next_retry_at, revision, image FROM failures "
-                "WHERE name = ?",
-                (name,),
-            ).fetchone()
-            approval = db.execute("SELECT image FROM approvals WHERE name = ?", (name,)).fetchone()
-            pause = db.execute(
-                "SELECT reason, at, until FROM runtime_pauses WHERE name = ?", (name,)
-            ).fetchone()
-            override = db.execute(
-                "SELECT reason, at, until FROM window_overrides WHERE name = ?", (name,)
-            ).fetchone()
-            owned = db.execute(
-                "SELECT processes FROM scaling_owned WHERE name = ?", (name,)
-            ).fetchone()
-        return model.Memory(
-            rollout=None if rollout is None else _rollout(rollout),
-            pending=None if pending is None else _pending(pending),
-            failure=None if failure is None else _failure(failure),
-            approved_image=None if approval is None else approval[0],
-            runtime_pause=None if pause is None else _pause(pause),
-            window_override=None
-            if override is None
-            else model.WindowOverride(override[0], _dt(override[1]), _dt(override[2])),
-            scaling_owned=frozenset(json.loads(owned[0])) if owned else frozenset(),
-        )
+            return _load(db, name)
 
     def history(self, name: str, limit: int = 50) -> list[model.RolloutMemory]:
         """Past and current rollouts of one spec, newest first."""
@@ -333,32 +322,21 @@ class Store:
             # SQLite reads a negative LIMIT as "no limit"; a caller meant something else.
             raise ValueError(f"history limit must be >= 0, not {limit}")
         with self._read() as db:
-            rows = db.execute(
+            cursor = db.execute(
                 f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE name = ? "  # noqa: S608 constant
                 "ORDER BY id DESC LIMIT ?",
                 (name, limit),
-            ).fetchall()
-        return [_rollout(row) for row in rows]
-
-    def names(self) -> list[str]:
-        """Every spec name the store holds anything for, sorted."""
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT name FROM rollouts UNION SELECT name FROM pending "
-                "UNION SELECT name FROM failures UNION SELECT name FROM approvals "
-                "UNION SELECT name FROM runtime_pauses ORDER BY name"
-            ).fetchall()
-        return [str(row[0]) for row in rows]
+            )
+            return [records.rollout(row) for row in _dicts(cursor)]
 
     # --- effects ----------------------------------------------------------------------
 
     def apply(self, name: str, effects: Sequence[model.Effect]) -> None:
-        """Apply the planner's effects in order, all in one durable transaction."""
+        """Fold the planner's effects into the stored memory, in one durable transaction."""
         if not effects:
             return
         with self._write("apply") as db:
-            for effect in effects:
-                _apply_one(db, name, effect)
+            _persist(db, name, fold.apply_all(_load(db, name), effects))
 
     # --- runtime controls -------------------------------------------------------------
 
@@ -369,7 +347,7 @@ class Store:
             db.execute(
                 "INSERT OR REPLACE INTO runtime_pauses (name, reason, at, until) "
                 "VALUES (?, ?, ?, ?)",
-                (name, reason, _ts(at), _ts_opt(until)),
+                (name, reason, records.ts(at), records.ts_opt(until)),
             )
 
     def resume(self, name: str) -> bool:
@@ -383,21 +361,21 @@ class Store:
             db.execute(
                 "INSERT OR REPLACE INTO window_overrides (name, reason, at, until) "
                 "VALUES (?, ?, ?, ?)",
-                (name, reason, _ts(at), _ts(until)),
+                (name, reason, records.ts(at), records.ts(until)),
             )
 
     def approve(self, name: str, image: str, at: dt.datetime) -> None:
         with self._write("approve") as db:
             db.execute(
                 "INSERT OR REPLACE INTO approvals (name, image, at) VALUES (?, ?, ?)",
-                (name, image, _ts(at)),
+                (name, image, records.ts(at)),
             )
 
     def retry(self, name: str, now: dt.datetime) -> bool:
         """Make a backing-off spec due now; False if it has no failure to retry."""
         with self._write("retry") as db:
             cursor = db.execute(
-                "UPDATE failures SET next_retry_at = ? WHERE name = ?", (_ts(now), name)
+                "UPDATE failures SET next_retry_at = ? WHERE name = ?", (records.ts(now), name)
             )
             return cursor.rowcount > 0
 
@@ -413,7 +391,7 @@ class Store:
                 added += db.execute(
                     "INSERT OR IGNORE INTO outbox (key, sink, payload, created_at, attempts, "
                     "next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)",
-                    (e.key, e.sink, e.payload, _ts(e.created_at), _ts(e.created_at)),
+                    (e.key, e.sink, e.payload, records.ts(e.created_at), records.ts(e.created_at)),
                 ).rowcount
             return added
 
@@ -424,10 +402,10 @@ class Store:
                 "SELECT key, sink, payload, created_at, attempts FROM outbox "
                 "WHERE delivered_at IS NULL AND next_attempt_at IS NOT NULL "
                 "AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT ?",
-                (_ts(now), limit),
+                (records.ts(now), limit),
             ).fetchall()
         return [
-            model.OutboxEntry(key, sink, payload, _dt(created), int(attempts))
+            model.OutboxEntry(key, sink, payload, records.parse_ts(created), int(attempts))
             for key, sink, payload, created, attempts in rows
         ]
 
@@ -436,7 +414,7 @@ class Store:
             db.execute(
                 "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, "
                 "next_attempt_at = NULL, last_error = NULL WHERE key = ? AND sink = ?",
-                (_ts(at), key, sink),
+                (records.ts(at), key, sink),
             )
 
     def deferred(
@@ -447,7 +425,7 @@ class Store:
             db.execute(
                 "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? "
                 "WHERE key = ? AND sink = ?",
-                (attempts, _ts_opt(next_at), error, key, sink),
+                (attempts, records.ts_opt(next_at), error, key, sink),
             )
 
 
@@ -457,176 +435,66 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in body.split(";") if s.strip()]
 
 
-# --- applying one effect --------------------------------------------------------------
+# --- reading and writing one spec's memory ---------------------------------------------
 
 
-def _apply_one(db: sqlite3.Connection, name: str, effect: model.Effect) -> None:
-    match effect:
-        case model.StartRollout():
-            _start_rollout(db, name, effect)
-        case model.MarkRollout():
-            _mark_rollout(db, name, effect)
-        case model.FinishRollout():
-            _finish_active(db, name, effect.result, effect.at, effect.reason)
-        case model.SetPending(pending=p):
-            db.execute(
-                "INSERT OR REPLACE INTO pending "
-                "(name, kind, image, revision, token, sent_at, expected) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, p.kind, p.image, p.revision, p.token, _ts(p.sent_at), _json(p.expected)),
-            )
-        case model.ClearPending():
-            db.execute("DELETE FROM pending WHERE name = ?", (name,))
-        case model.RecordFailure(failure=f):
-            db.execute(
-                "INSERT OR REPLACE INTO failures "
-                "(name, count, reason, at, next_retry_at, revision, image) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, f.count, f.reason, _ts(f.at), _ts(f.next_retry_at), f.revision, f.image),
-            )
-        case model.ClearFailure():
-            db.execute("DELETE FROM failures WHERE name = ?", (name,))
-        case model.ClearRuntimePause():
-            db.execute("DELETE FROM runtime_pauses WHERE name = ?", (name,))
-        case model.ConsumeApproval():
-            db.execute("DELETE FROM approvals WHERE name = ?", (name,))
-        case model.OwnScaling(processes=processes):
-            db.execute(
-                "INSERT OR REPLACE INTO scaling_owned (name, processes) VALUES (?, ?)",
-                (name, json.dumps(sorted(processes))),
-            )
-        case model.DisownScaling(at=at):
-            db.execute("DELETE FROM scaling_owned WHERE name = ?", (name,))
-            db.execute(
-                "UPDATE rollouts SET scaling_resumed_at = ? WHERE id = (SELECT MAX(id) FROM "
-                "rollouts WHERE name = ? AND scaling_suspended_at IS NOT NULL) "
-                "AND scaling_resumed_at IS NULL",
-                (_ts(at), name),
-            )
-        case _:
-            raise StoreError(f"unknown effect {effect!r}")
+def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    columns = [c[0] for c in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _start_rollout(db: sqlite3.Connection, name: str, effect: model.StartRollout) -> None:
-    # A new target replaces an unfinished one; history must say so rather than show two
-    # active rollouts (the unique index would refuse that anyway).
-    if _active_id(db, name) is not None:
-        reason = SUPERSEDED_REASON.format(image=effect.image, revision=effect.revision)
-        _finish_active(db, name, "superseded", effect.at, reason)
-    db.execute(
-        "INSERT INTO rollouts (name, image, revision, from_image, started_at, "
-        "phase1_started_at, migrated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            name,
-            effect.image,
-            effect.revision,
-            effect.from_image,
-            _ts(effect.at),
-            _ts_opt(effect.phase1_started_at),
-            _ts_opt(effect.migrated_at),
-        ),
-    )
+def _one(db: sqlite3.Connection, table: str, name: str) -> dict[str, Any] | None:
+    # Table names come from the constant _TABLES, never from input.
+    rows = _dicts(db.execute(f"SELECT * FROM {table} WHERE name = ?", (name,)))  # noqa: S608
+    return rows[0] if rows else None
 
 
-def _mark_rollout(db: sqlite3.Connection, name: str, effect: model.MarkRollout) -> None:
-    active = _require_active(db, name, "MarkRollout")
-    changes: dict[str, str] = {
-        field: _ts(value)
-        for field in _MARK_FIELDS
-        if (value := cast(dt.datetime | None, getattr(effect, field))) is not None
-    }
-    if effect.revision is not None:
-        changes["revision"] = effect.revision
-    if not changes:
-        return
-    # Column names come from the constant _MARK_FIELDS, never from input.
-    assignments = ", ".join(f"{column} = ?" for column in changes)
-    db.execute(
-        f"UPDATE rollouts SET {assignments} WHERE id = ?",  # noqa: S608
-        (*changes.values(), active),
-    )
-
-
-def _finish_active(
-    db: sqlite3.Connection, name: str, result: str, at: dt.datetime, reason: str | None
-) -> None:
-    active = _require_active(db, name, "FinishRollout")
-    db.execute(
-        "UPDATE rollouts SET result = ?, finished_at = ?, reason = ? WHERE id = ?",
-        (result, _ts(at), reason, active),
-    )
-
-
-def _active_id(db: sqlite3.Connection, name: str) -> int | None:
-    row = db.execute(
-        "SELECT id FROM rollouts WHERE name = ? AND result IS NULL", (name,)
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _require_active(db: sqlite3.Connection, name: str, effect: str) -> int:
-    active = _active_id(db, name)
-    if active is None:
-        raise StoreError(
-            f"{effect} for {name!r} but it has no active rollout "
-            "(a planner bug: the batch was not applied)"
+def _load(db: sqlite3.Connection, name: str) -> model.Memory:
+    latest = _dicts(
+        db.execute(
+            f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE name = ? "  # noqa: S608 constant
+            "ORDER BY id DESC LIMIT 1",
+            (name,),
         )
-    return active
-
-
-def _json(expected: object) -> str:
-    return json.dumps(dict(cast(Any, expected)), sort_keys=True, separators=(",", ":"))
-
-
-# --- rows to model values -------------------------------------------------------------
-
-
-def _rollout(row: tuple[Any, ...]) -> model.RolloutMemory:
-    (id_, image, revision, from_image, started, p1, migrated, approved, sw_start, switched,
-     finished, result, reason, suspended, resumed) = row  # fmt: skip
-    return model.RolloutMemory(
-        id=int(id_),
-        image=image,
-        revision=revision,
-        from_image=from_image,
-        started_at=_dt(started),
-        phase1_started_at=_dt_opt(p1),
-        migrated_at=_dt_opt(migrated),
-        approved_at=_dt_opt(approved),
-        switch_started_at=_dt_opt(sw_start),
-        switched_at=_dt_opt(switched),
-        finished_at=_dt_opt(finished),
-        result=result,
-        reason=reason,
-        scaling_suspended_at=_dt_opt(suspended),
-        scaling_resumed_at=_dt_opt(resumed),
+    )
+    row = {record: _one(db, table, name) for record, table in _TABLES.items()}
+    pending, failure = row["pending"], row["failure"]
+    approval, pause, override = row["approved_image"], row["runtime_pause"], row["window_override"]
+    return model.Memory(
+        rollout=records.rollout(latest[0]) if latest else None,
+        pending=None if pending is None else records.pending(pending),
+        failure=None if failure is None else records.failure(failure),
+        approved_image=None if approval is None else approval["image"],
+        runtime_pause=None if pause is None else records.pause(pause),
+        window_override=None if override is None else records.override(override),
+        scaling_owned=records.owned(row["scaling_owned"]),
     )
 
 
-def _pending(row: tuple[Any, ...]) -> model.Pending:
-    kind, image, revision, token, sent_at, expected = row
-    return model.Pending(
-        kind=kind,
-        image=image,
-        revision=revision,
-        token=token,
-        sent_at=_dt(sent_at),
-        expected=json.loads(expected),
+def _persist(db: sqlite3.Connection, name: str, folded: fold.Folded) -> None:
+    """Write what the fold changed: its rollout rows by (name, id), then single records."""
+    for rollout in folded.rollouts:  # oldest first: a superseded row ends before the next
+        _upsert_rollout(db, name, records.rollout_fields(rollout))
+    for record, fields in records.writes(folded):
+        table = _TABLES[record]
+        db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))  # noqa: S608 constant
+        if fields is not None:
+            columns = ", ".join(["name", *fields])
+            marks = ", ".join("?" * (len(fields) + 1))
+            db.execute(
+                f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608 constant
+                (name, *fields.values()),
+            )
+
+
+def _upsert_rollout(db: sqlite3.Connection, name: str, fields: records.Fields) -> None:
+    # An upsert on the primary key only: a second active rollout still breaks the unique
+    # index and fails the transaction, where INSERT OR REPLACE would delete the other row.
+    columns = ", ".join(["name", *fields])
+    marks = ", ".join("?" * (len(fields) + 1))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in fields if c != "id")
+    db.execute(
+        f"INSERT INTO rollouts ({columns}) VALUES ({marks}) "  # noqa: S608 constant columns
+        f"ON CONFLICT (name, id) DO UPDATE SET {updates}",
+        (name, *fields.values()),
     )
-
-
-def _failure(row: tuple[Any, ...]) -> model.Failure:
-    count, reason, at, next_retry_at, revision, image = row
-    return model.Failure(
-        count=int(count),
-        reason=reason,
-        at=_dt(at),
-        next_retry_at=_dt(next_retry_at),
-        revision=revision,
-        image=image,
-    )
-
-
-def _pause(row: tuple[Any, ...]) -> model.RuntimePause:
-    reason, at, until = row
-    return model.RuntimePause(reason=reason, at=_dt(at), until=_dt_opt(until))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import boto3
 
-from reconciler import catalog, engine, spec
+from reconciler import catalog, engine, notify, spec
 from reconciler.aws.clients import Clients
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
@@ -78,3 +78,36 @@ def test_an_unhealthy_switch_is_rolled_back_and_held(
     assert held.phase == Phase.FAILED and "held until a new revision" in held.message
     assert live(stack)["LcImageId"] == stack.old_image
     assert history.result == "failed" and "rolled the API group back" in (history.reason or "")
+
+
+def test_an_automatic_rollback_is_told_to_slack_and_json_sinks_and_in_status(
+    stack: Stack, clients: Clients, tmp_path: Path
+) -> None:
+    """Regression: the rollback step's rollout_failed and rolled_back reach every sink (a
+    Slack sink once made rendering raise, and the step's notifications were lost)."""
+    now = [dt.datetime.now(dt.UTC)]
+    sinks = (
+        notify.Sink("chat", "slack", "https://hooks.example.invalid/T0/B0/x"),
+        notify.Sink("hook", "json", "https://events.example.invalid/hook"),
+    )
+    with Store.in_state_dir(tmp_path) as store:
+        teller = notify.Notifier(store, sinks, Metrics(), clock=lambda: now[0])
+        eng = engine.Engine(
+            clients, store, Metrics(), clock=lambda: now[0], listeners=[teller.listener]
+        )
+        for _ in range(6):
+            eng.step(loaded(stack))
+            if live(stack)["LcImageId"] == stack.new_image:
+                break
+        put_api_instances_in_standby(stack)
+        eng.step(loaded(stack))
+        now[0] += dt.timedelta(minutes=11)
+        rolled = eng.step(loaded(stack))
+        owed = {(e.key.rsplit("|", 1)[1], e.sink) for e in store.due(now[0], 1000)}
+        status = eng.status("careful")
+        assert status is not None
+        shown = status.to_json()
+    assert rolled.phase == Phase.FAILED
+    for kind in ("rollout_failed", "rolled_back"):
+        assert {(kind, "chat"), (kind, "hook")} <= owed
+    assert (shown["reason"], shown["failures"]["code"]) == ("rolled_back", "rolled_back")

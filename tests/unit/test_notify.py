@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import json
 import pathlib
 import time
 from collections.abc import Iterator
+from typing import get_args
 
 import pytest
 
@@ -90,6 +92,39 @@ def test_slack_payload_has_text_and_readable_blocks(store: Store, receiver: Rece
     assert ":x: *biglearn-api*: rollout failed" in body["blocks"][0]["text"]["text"]
     assert "Stack1" in body["blocks"][1]["elements"][0]["text"]
     assert receiver.paths == ["/T0/B0/x"]
+
+
+def test_every_transition_kind_renders_for_every_sink_kind(store: Store) -> None:
+    """No kind a transition may have is unknown to a sink: each is queued, once per sink,
+    as JSON that names it (the generic body) or shows its title (Slack)."""
+    sink_kinds: tuple[notify.SinkKind, ...] = get_args(notify.SinkKind)
+    n = notifier(store, *(notify.Sink(k, k, "https://example.invalid/x") for k in sink_kinds))
+    n.listener([transition(kind) for kind in notify.KINDS])
+    queued = {(e.key, e.sink): json.loads(e.payload) for e in store.due(T0, 1000)}
+    assert len(queued) == len(notify.KINDS) * len(sink_kinds)
+    for kind in notify.KINDS:
+        key = transition(kind).key
+        assert all(isinstance(queued[key, sink], dict) for sink in sink_kinds)
+        assert queued[key, "json"]["event"] == kind
+        assert notify.TELLING[kind].title in queued[key, "slack"]["text"]
+
+
+def test_an_automatic_rollback_reaches_a_slack_sink(store: Store, receiver: Receiver) -> None:
+    """Regression: "rolled_back" had no Slack title, so rendering raised, the engine's
+    listener swallowed it, and neither it nor that step's rollout_failed reached any sink."""
+    n = notifier(
+        store,
+        notify.Sink("chat", "slack", receiver.url + "/chat"),
+        notify.Sink("hook", "json", receiver.url + "/hook"),
+    )
+    n.listener([transition("rollout_failed"), transition("rolled_back")])
+    assert n.deliver_due() == 4
+    texts = [b["text"] for b in receiver.bodies if "text" in b]
+    assert texts == [
+        f"biglearn-api: rollout failed ({NEW})",
+        f"biglearn-api: rolled back to the previous image ({NEW})",
+    ]
+    assert receiver.events().count("rolled_back") == 1
 
 
 def test_a_key_told_twice_is_queued_and_sent_once(store: Store, receiver: Receiver) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from reconciler import model, planner
 from reconciler.model import Phase
+from reconciler.reasons import Reason
 from tests.unit.plannerkit import (
     NEW,
     NEWER,
@@ -300,7 +301,9 @@ def test_a_pending_update_that_never_reached_the_stack_is_resent_with_the_same_t
 
 
 def failed(revision: str = REV, count: int = 1) -> model.Memory:
-    f = model.Failure(count, "boom", T0 - minutes(1), T0 + minutes(1), revision, NEW)
+    f = model.Failure(
+        count, "boom", T0 - minutes(1), T0 + minutes(1), revision, NEW, Reason.UPDATE_REFUSED
+    )
     return model.Memory(failure=f)
 
 
@@ -552,6 +555,26 @@ def test_after_a_rollback_the_bad_image_waits_for_a_person_or_a_new_revision() -
     assert "held until a new revision" in a_day_later.message
     new_revision = decide(rolled_back, memory, revision=REV2, **ROLLBACK)
     assert new_revision.update is not None
+
+
+# --- reason codes: what programs read, whatever the message says ----------------------
+
+
+def test_each_decision_names_its_reason_code() -> None:
+    """The table above, read by code: one case per kind of step."""
+    cases = [
+        (decide(model.Observed(None)), Reason.MISSING_STACK),
+        (decide(observed(stack("UPDATE_ROLLBACK_FAILED"))), Reason.STACK_BROKEN),
+        (decide(observed(), paused={"reason": "x"}), Reason.PAUSED_IN_SPEC),
+        (decide(observed(stack("UPDATE_IN_PROGRESS"))), Reason.BUSY_FOREIGN),
+        (decide(observed(), failed()), Reason.BACKING_OFF),
+        (decide(observed()), Reason.MIGRATING),
+        (decide(phase1_live(), MIGRATING), Reason.AWAITING_MIGRATION),
+        (decide(phase1_live(record("failed")), MIGRATING), Reason.MIGRATION_FAILED),
+        (decide(phase1_live(record("succeeded")), MIGRATING), Reason.SWITCHING),
+        (decide(observed(stack(api=NEW, mig=NEW), instances=healthy(NEW))), Reason.IN_SYNC),
+    ]
+    assert [d.reason for d, _ in cases] == [code for _, code in cases]
 
 
 # --- partial observations (the fleet's shared reads) -----------------------------------

@@ -13,8 +13,9 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler import model, planner
+from reconciler import model, planner, reasons
 from reconciler.model import Phase
+from reconciler.reasons import Reason
 from tests.unit.plannerkit import REV, T0, deployment, healthy, params
 
 IMAGES = ("ami-00000001", "ami-00000002", "ami-00000003")
@@ -307,3 +308,61 @@ def test_a_decision_that_needs_more_reading_acts_on_nothing(
     if d.needs:
         assert obs.partial
         assert (d.update, d.effects, d.scaling) == (None, (), None)
+
+
+# The phases each reason code may come with, written out (not taken from the planner):
+# transitions tell "blocked", "paused" and "awaiting_approval" by code, which holds only
+# while these agree with the phases a person sees.
+PHASES_OF: dict[Reason, frozenset[Phase]] = {
+    **dict.fromkeys(
+        [
+            Reason.MISSING_STACK,
+            Reason.STACK_BROKEN,
+            Reason.UNKNOWN_STACK_STATUS,
+            Reason.BAD_PARAMETER_NAMES,
+            Reason.RESOURCE_PROBLEM,
+        ],
+        frozenset({Phase.BLOCKED}),
+    ),
+    Reason.PAUSED_IN_SPEC: frozenset({Phase.PAUSED}),
+    Reason.PAUSED_BY_OPERATOR: frozenset({Phase.PAUSED}),
+    Reason.AWAITING_APPROVAL: frozenset({Phase.AWAITING_APPROVAL}),
+    Reason.IN_SYNC: frozenset({Phase.IN_SYNC}),
+    Reason.ROLLOUT_SUCCEEDED: frozenset({Phase.IN_SYNC}),
+    Reason.BACKING_OFF: frozenset({Phase.FAILED}),
+    **dict.fromkeys(reasons.FAILURES, frozenset({Phase.FAILED})),
+    Reason.MIGRATING: frozenset({Phase.MIGRATING}),
+    Reason.AWAITING_MIGRATION: frozenset({Phase.MIGRATING}),
+    Reason.SWITCHING: frozenset({Phase.UPDATING_API}),
+    Reason.SUSPENDING_SCALING: frozenset({Phase.UPDATING_API}),
+    Reason.APPLYING_PARAMETERS: frozenset({Phase.UPDATING_API}),
+    Reason.VERIFYING: frozenset({Phase.VERIFYING}),
+    Reason.UPDATE_IN_PROGRESS: frozenset({Phase.MIGRATING, Phase.UPDATING_API}),
+    Reason.READING: frozenset({Phase.WAITING, Phase.MIGRATING, Phase.VERIFYING}),
+    **dict.fromkeys(
+        [
+            Reason.BUSY_FOREIGN,
+            Reason.UPDATE_DEFERRED,
+            Reason.AWAITING_UPSTREAM,
+            Reason.BAKING,
+            Reason.OUTSIDE_WINDOW,
+        ],
+        frozenset({Phase.WAITING}),
+    ),
+}
+
+
+def test_every_reason_code_has_its_phases() -> None:
+    assert set(PHASES_OF) == set(Reason)
+
+
+@settings(max_examples=500, deadline=None)
+@given(obs=observations, memory=memories, image=st.sampled_from(IMAGES))
+def test_a_decisions_reason_code_agrees_with_its_phase(
+    obs: model.Observed, memory: model.Memory, image: str
+) -> None:
+    d = planner.plan(deployment(image), REV, obs, memory, T0)
+    assert d.phase in PHASES_OF[d.reason]
+    for effect in d.effects:
+        if isinstance(effect, model.RecordFailure):
+            assert effect.failure.code == d.reason

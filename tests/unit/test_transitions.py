@@ -1,59 +1,121 @@
-"""Which steps tell a person something: transitions derived from a decision and the phase before."""
+"""Which steps tell a person something: transitions derived from a decision's effects and
+reason code, and the phase before; never from a message's wording."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from reconciler import engine, model
-from reconciler import status as view
+import pytest
+
+from reconciler import model, planner, transitions
 from reconciler.model import Phase
-from tests.unit.plannerkit import NEW, OLD, REV, T0, deployment
+from reconciler.reasons import Reason
+from tests.unit.plannerkit import (
+    NEW,
+    OLD,
+    REV,
+    T0,
+    deployment,
+    healthy,
+    minutes,
+    observed,
+    rollout,
+    stack,
+)
 
 
-def status(phase: Phase) -> view.StackStatus:
-    return view.StackStatus("biglearn-api", "f.yaml", REV, deployment(), phase=phase)
+def told(before: Phase, decision: model.Decision) -> list[model.Transition]:
+    return transitions.derive("biglearn-api", REV, deployment().spec, before, decision, T0)
 
 
 def kinds(before: Phase, decision: model.Decision) -> list[str]:
-    return [t.kind for t in engine.transitions(status(before), decision, T0)]
+    return [t.kind for t in told(before, decision)]
+
+
+def decision(phase: Phase, reason: Reason, *effects: model.Effect) -> model.Decision:
+    return model.Decision(phase, "whatever the wording", reason=reason, effects=effects)
+
+
+def failed(code: Reason, text: str = "any wording at all") -> model.Decision:
+    failure = model.Failure(1, text, T0, T0, REV, NEW, code)
+    return decision(Phase.FAILED, code, model.RecordFailure(failure))
 
 
 def test_starting_a_rollout_is_told_with_the_stack_revision_and_image() -> None:
-    d = model.Decision(Phase.MIGRATING, "phase 1", effects=(model.StartRollout(NEW, REV, OLD, T0),))
-    (told,) = engine.transitions(status(Phase.IN_SYNC), d, T0)
-    assert (told.kind, told.stack, told.revision, told.image) == (
-        "rollout_started",
-        "Stack1",
-        REV,
-        NEW,
-    )
-    assert told.key == f"biglearn-api|{REV}|rollout_started"
+    d = decision(Phase.MIGRATING, Reason.MIGRATING, model.StartRollout(NEW, REV, OLD, T0))
+    (t,) = told(Phase.IN_SYNC, d)
+    assert (t.kind, t.stack, t.revision, t.image) == ("rollout_started", "Stack1", REV, NEW)
+    assert t.key == f"biglearn-api|{REV}|rollout_started"
 
 
-def test_a_failed_migration_is_told_as_both_migration_and_rollout_failure() -> None:
-    failure = model.Failure(1, "migration for x failed", T0, T0, REV, NEW)
-    d = model.Decision(Phase.FAILED, "x", effects=(model.RecordFailure(failure),))
-    assert kinds(Phase.MIGRATING, d) == ["migration_failed", "rollout_failed"]
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (Reason.MIGRATION_FAILED, ["migration_failed", "rollout_failed"]),
+        (Reason.MIGRATION_TIMED_OUT, ["migration_failed", "rollout_failed"]),
+        (Reason.ROLLED_BACK, ["rollout_failed", "rolled_back"]),
+        (Reason.UNHEALTHY, ["rollout_failed"]),
+        (Reason.UPDATE_ROLLED_BACK, ["rollout_failed"]),
+        (Reason.UPDATE_TIMED_OUT, ["rollout_failed"]),
+        (Reason.UPDATE_REFUSED, ["rollout_failed"]),
+    ],
+)
+def test_a_failure_is_told_by_its_code(code: Reason, expected: list[str]) -> None:
+    assert kinds(Phase.MIGRATING, failed(code)) == expected
+
+
+def test_a_failure_is_told_by_its_code_whatever_its_wording() -> None:
+    """A refusal quoting AWS's "migration ..." wording is no failed migration."""
+    d = failed(Reason.UPDATE_REFUSED, "migration for x: rolled the API group back")
+    assert kinds(Phase.UPDATING_API, d) == ["rollout_failed"]
 
 
 def test_entering_and_leaving_a_pause_are_told() -> None:
-    assert kinds(Phase.IN_SYNC, model.Decision(Phase.PAUSED, "p")) == ["paused"]
-    assert kinds(Phase.PAUSED, model.Decision(Phase.MIGRATING, "m")) == ["resumed"]
+    assert kinds(Phase.IN_SYNC, decision(Phase.PAUSED, Reason.PAUSED_IN_SPEC)) == ["paused"]
+    by_operator = decision(Phase.PAUSED, Reason.PAUSED_BY_OPERATOR)
+    assert kinds(Phase.IN_SYNC, by_operator) == ["paused"]
+    assert kinds(Phase.PAUSED, decision(Phase.MIGRATING, Reason.MIGRATING)) == ["resumed"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        Reason.MISSING_STACK,
+        Reason.STACK_BROKEN,
+        Reason.UNKNOWN_STACK_STATUS,
+        Reason.BAD_PARAMETER_NAMES,
+        Reason.RESOURCE_PROBLEM,
+    ],
+)
+def test_becoming_blocked_is_told(code: Reason) -> None:
+    assert kinds(Phase.MIGRATING, decision(Phase.BLOCKED, code)) == ["blocked"]
 
 
 def test_staying_in_a_phase_tells_nothing() -> None:
-    assert kinds(Phase.BLOCKED, model.Decision(Phase.BLOCKED, "still")) == []
-    assert kinds(Phase.AWAITING_APPROVAL, model.Decision(Phase.AWAITING_APPROVAL, "x")) == []
+    assert kinds(Phase.BLOCKED, decision(Phase.BLOCKED, Reason.STACK_BROKEN)) == []
+    waiting = decision(Phase.AWAITING_APPROVAL, Reason.AWAITING_APPROVAL)
+    assert kinds(Phase.AWAITING_APPROVAL, waiting) == []
+    assert kinds(
+        Phase.UPDATING_API, decision(Phase.AWAITING_APPROVAL, Reason.AWAITING_APPROVAL)
+    ) == ["awaiting_approval"]
 
 
 def test_switch_and_success_are_told() -> None:
-    d = model.Decision(
+    d = decision(
         Phase.IN_SYNC,
-        "done",
-        effects=(
-            model.MarkRollout(switched_at=T0),
-            model.FinishRollout("succeeded", T0),
-        ),
+        Reason.ROLLOUT_SUCCEEDED,
+        model.MarkRollout(switched_at=T0),
+        model.FinishRollout("succeeded", T0),
     )
     assert kinds(Phase.UPDATING_API, d) == ["switched", "rollout_succeeded"]
-    assert dataclasses.is_dataclass(engine.transitions(status(Phase.IN_SYNC), d, T0)[0])
+    assert dataclasses.is_dataclass(told(Phase.IN_SYNC, d)[0])
+
+
+def test_the_planners_automatic_rollback_is_told_as_failed_and_rolled_back() -> None:
+    """From the planner's own decision, not a hand-made one."""
+    switched = rollout(migrated_at=T0 - minutes(9), switched_at=T0 - minutes(8))
+    obs = observed(stack(api=NEW, mig=NEW), instances=healthy(OLD))
+    dep = deployment(rollout={"autoRollback": True})
+    d = planner.plan(dep, REV, obs, model.Memory(rollout=switched), T0 + minutes(50))
+    assert d.reason == Reason.ROLLED_BACK
+    assert kinds(Phase.VERIFYING, d) == ["rollout_failed", "rolled_back"]
