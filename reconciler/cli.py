@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CONTRACT_COMMON = frozenset(
+    {"repo", "branch", "path", "state-dir", "listen", "endpoint-url", "log-format", "poll-interval"}
+)
+
+
 def _add_options(p: argparse.ArgumentParser, command: str) -> None:
     """The flags of the settings `command` uses; the config-only ones named in the epilog."""
     group = p.add_argument_group(
@@ -148,6 +153,10 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
     quiet = []
     for _, opt, field in settings.options():
         if command not in opt.commands:
+            if opt.name in CONTRACT_COMMON:
+                # CONTRACT section 4 names these common to every command: a script may pass
+                # them to any; one this command does not use is accepted, unshown, unread.
+                p.add_argument(f"--{opt.name}", dest=f"unused_{_dest(opt)}", help=argparse.SUPPRESS)
             continue
         if not opt.flag:
             quiet.append(opt.name if opt.env else f"{opt.name} (config file only)")

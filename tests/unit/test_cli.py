@@ -55,7 +55,7 @@ def argument_cases() -> Iterator[tuple[str, argparse.Action]]:
     """The command-specific options that take a value (apply --timeout, plan --format...)."""
     for command, sub in _subparsers().items():
         for action in sub._actions:
-            is_setting = action.dest.startswith("setting_") or action.dest == "config"
+            is_setting = action.dest.startswith(("setting_", "unused_")) or action.dest == "config"
             if action.option_strings and action.nargs != 0 and not is_setting:
                 yield command, action
 
@@ -203,6 +203,25 @@ def test_a_flag_the_command_does_not_use_is_refused_in_one_line(
     assert code == 2
     assert_one_line_naming(err, "--webhook-secret")
     assert "apply" in err and "s3cret" not in err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_contracts_common_flags_are_accepted_by_every_command_and_unused_ones_unread(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CONTRACT section 4 calls these common: a script may pass them to any command. One the
+    command does not use is taken, not shown in --help and not read (nor its value checked)."""
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    usage = sub.choices[command].format_help()
+    for name in sorted(cli.CONTRACT_COMMON):
+        args = parser.parse_args([command, *REQUIRED.get(command, []), f"--{name}", "nonsense"])
+        (opt,) = [o for _, o, _ in settings.options() if o.name == name]
+        if command not in opt.commands:
+            assert f"--{name}" not in usage
+            assert cli.load_settings(args, {}) == settings.Settings(
+                replicas=cli.load_settings(args, {}).replicas
+            )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
