@@ -30,14 +30,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict reconciler
 
+# Four workers on two cores: most tests wait on a daemon, a subprocess or the emulator's
+# clock, so two per core keep both busy (docs/decisions/0012-parallel-tests.md).
 unit: $(STAMP)
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow" -q -n 4
 
 ## Long sweeps (crash points, scale); CI runs them as a separate step.
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
 
-## Benchmark, quick: N=10, no peers (about 40 s; its test also runs in `make test`).
+## Benchmark, quick: N=10, no peers (about 40 s; its test runs in `make test-slow`).
 bench-quick: $(STAMP)
 	$(BIN)/python -m tests.bench
 

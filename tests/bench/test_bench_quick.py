@@ -1,10 +1,14 @@
-"""The benchmark's quick mode in the default suite: counts and ratios only, never times."""
+"""The benchmark's quick mode, in `make test-slow` (a benchmark, about 20 s): counts and ratios
+only, never times."""
 
 from __future__ import annotations
+
+import pytest
 
 from tests.bench import harness
 
 
+@pytest.mark.slow
 def test_quick_benchmark_keeps_the_api_budget() -> None:
     row = harness.measure(10, harness.QUICK, rate="100/s", peer_size=0)
     # Batching: one paged DescribeStacks serves all ten idle stacks (5 calls each before).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,6 +154,9 @@ def test_an_endpoint_url_sends_every_service_there(fake_credentials: None) -> No
     server.start()
     try:
         _, port = server.get_host_and_port()
+        # moto's backends are per process: start from none of what earlier tests made.
+        reset = f"http://127.0.0.1:{port}/moto-api/reset"
+        urllib.request.urlopen(urllib.request.Request(reset, method="POST"), timeout=10).close()
         seen: Requests = []
         clients = Clients(f"http://localhost:{port}", on_request=lambda *r: seen.append(r))
         clients.s3(REGION).create_bucket(Bucket="records")
