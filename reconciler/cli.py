@@ -333,13 +333,11 @@ class Local:
 
 def _local(conf: settings.Settings) -> Local:
     cat = catalog.Catalog()
-    cat.update(assemble.git_source(conf).poll())
+    with assemble.git_source(conf) as specs:  # its `git cat-file` readers end here
+        cat.update(specs.poll())
     store = Store.in_state_dir(conf.state_dir)
     metrics = Metrics()
-    clients = assemble.clients(conf, metrics)
-    eng = engine.Engine(
-        clients, store, metrics, assemble.policy(conf), fresh=conf.scheduling.active_interval
-    )
+    eng = assemble.reconcile_engine(conf, assemble.clients(conf, metrics), store, metrics)
     return Local(cat.specs, cat.errors, eng, store)
 
 
