@@ -212,8 +212,7 @@ def test_the_contracts_common_flags_are_accepted_by_every_command_and_unused_one
     """CONTRACT section 4 calls these common: a script may pass them to any command. One the
     command does not use is taken, not shown in --help and not read (nor its value checked)."""
     parser = cli.build_parser()
-    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    usage = sub.choices[command].format_help()
+    usage = _subparsers()[command].format_help()
     for name in sorted(cli.CONTRACT_COMMON):
         args = parser.parse_args([command, *REQUIRED.get(command, []), f"--{name}", "nonsense"])
         (opt,) = [o for _, o, _ in settings.options() if o.name == name]
