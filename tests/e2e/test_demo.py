@@ -17,7 +17,8 @@ import pytest
 
 from tests.e2e.conftest import clean_env, reconciler_command
 
-pytestmark = pytest.mark.e2e
+# Four demo processes at once, about a minute of CPU: `make test-slow` (CI runs it).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TIMEOUT = 150.0  # seconds a scenario may take here, all four sharing two cores
 HAPPY_LIMIT = 90.0

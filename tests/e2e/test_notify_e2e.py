@@ -137,6 +137,7 @@ def test_a_rollout_sends_exactly_one_message_per_transition(
     assert d.metric("reconciler_notifications_total", sink="default", result="ok") == 4.0
 
 
+@pytest.mark.slow  # two daemons, one killed: `make test-slow`
 def test_a_daemon_killed_mid_rollout_does_not_resend_after_restart(
     world: World, daemons: list[NotifyingDaemon], receiver: Receiver
 ) -> None:

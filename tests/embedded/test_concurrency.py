@@ -113,6 +113,7 @@ def test_a_slow_and_a_broken_stack_do_not_delay_the_others(
     assert beside < 2 * alone + 2.0, (alone, beside)
 
 
+@pytest.mark.slow  # a long fault run: `make test-slow`
 def test_a_rollout_converges_through_throttling_without_a_failure(
     world: World, tmp_path: pathlib.Path
 ) -> None:
