@@ -67,6 +67,8 @@ class MigrationRecord:
     progress: str | None = None
     instance_id: str | None = None
     detail: str | None = None
+    # False: the image before cannot run on the migrated schema, so nothing may roll back.
+    rollback_safe: bool = True
 
     def __post_init__(self) -> None:
         _aware("updated_at", self.updated_at)
@@ -99,6 +101,30 @@ class Upstream:
         _aware("since", self.since)
 
 
+AlarmState = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Alarm:
+    """One CloudWatch alarm of rollout.alarms, as DescribeAlarms gives it."""
+
+    name: str
+    arn: str
+    state: AlarmState
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+    """A fleet member's turn, as the engine judged it from the whole fleet (reconciler.waves):
+    whether its step may start a rollout now, and if not, why."""
+
+    fleet: str
+    step: int  # 1-based, as people and the metrics count steps
+    go: bool
+    message: str  # why not, naming the fleet and the step; empty when go
+    halted: bool = False
+
+
 @dataclasses.dataclass(frozen=True)
 class Observed:
     """Everything the planner may know about the outside world, read just now."""
@@ -111,6 +137,10 @@ class Observed:
     api_group: str | None = None  # the API group's physical name, when observed
     api_suspended: frozenset[str] | None = None  # its suspended scaling processes
     upstream: Upstream | None = None  # with spec.promotion: the spec it follows
+    # rollout.alarms by name, read from the shared DescribeAlarms; a name absent here does
+    # not exist. None: not read (a rule that needs them asks for "alarms").
+    alarms: Mapping[str, Alarm] | None = None
+    turn: Turn | None = None  # a fleet member's turn; None: in no fleet, or not judged yet
     # Read from the fleet's shared listings: no stack events (last_updated may be missing
     # where AWS gives none), the API group only when api_group is set, no load-balancer
     # health (api_instances is None). A rule that needs them says so in Decision.needs.
@@ -154,10 +184,45 @@ class RolloutMemory:
     reason: str | None = None
     scaling_suspended_at: dt.datetime | None = None
     scaling_resumed_at: dt.datetime | None = None
+    # When the migration record said rollbackSafe: false (nothing may roll this back).
+    irreversible_at: dt.datetime | None = None
+    healthy_at: dt.datetime | None = None  # when the API group was healthy: rollout.bake starts
 
     @property
     def active(self) -> bool:
         return self.result is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Halt:
+    """A fleet stopped starting rollouts: by its failure budget, or by a person."""
+
+    reason: str
+    at: dt.datetime
+    by: Literal["budget", "operator"]
+    # The members' desired images when a budget halt began (waves.signature): a commit that
+    # changes any lifts it.
+    images: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetMemory:
+    """What the shared store holds for one fleet."""
+
+    halt: Halt | None = None
+    epoch: dt.datetime | None = None  # the last lift: failures before it no longer count
+    # The slots: step (0-based) -> member -> started_at of the rollout that holds the slot.
+    # A holder whose latest rollout is no longer that active one has let its slot go.
+    holders: Mapping[int, Mapping[str, dt.datetime]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A member's start needs a slot of its step: taken in the same write as the start."""
+
+    fleet: str
+    step: int  # 0-based
+    limit: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +279,10 @@ class StackUpdate:
     kind: UpdateKind
     parameters: tuple[tuple[str, str | None], ...]
     token: str
+    # Sent as RollbackConfiguration on every update (CloudFormation keeps a stack's triggers
+    # for later updates unless one says otherwise): alarm ARNs for the switch, else none.
+    triggers: tuple[str, ...] = ()
+    disable_rollback: bool = False  # a switch after a migration the old image cannot read
 
     def __post_init__(self) -> None:
         names = [n for n, _ in self.parameters]
@@ -250,6 +319,8 @@ class MarkRollout:
     switch_started_at: dt.datetime | None = None
     switched_at: dt.datetime | None = None
     scaling_suspended_at: dt.datetime | None = None
+    irreversible_at: dt.datetime | None = None
+    healthy_at: dt.datetime | None = None
 
 
 # The timestamps MarkRollout may set, in the order a rollout reaches them.
@@ -327,7 +398,8 @@ Requeue = Literal["idle", "active", "retry"]
 # What a partial observation lacks and a rule may ask for: the stack's events (when it was
 # last updated), the API group (capacity, scaling processes), the API instances with their
 # load-balancer health.
-Need = Literal["events", "groups", "health"]
+# And the alarms of rollout.alarms (a shared DescribeAlarms).
+Need = Literal["events", "groups", "health", "alarms"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,6 +440,9 @@ TransitionKind = Literal[
     "blocked",
     "paused",
     "resumed",
+    "held_by_alarm",
+    "alarm_in_bake",
+    "fleet_halted",
 ]
 
 

@@ -25,6 +25,8 @@ class Reason(enum.StrEnum):
     UNKNOWN_STACK_STATUS = "unknown_stack_status"
     BAD_PARAMETER_NAMES = "bad_parameter_names"
     RESOURCE_PROBLEM = "resource_problem"
+    MISSING_ALARM = "missing_alarm"
+    ROLLBACK_UNSAFE = "rollback_unsafe"  # failed after a migration the old image cannot read
     # Paused.
     PAUSED_IN_SPEC = "paused_in_spec"
     PAUSED_BY_OPERATOR = "paused_by_operator"
@@ -35,6 +37,9 @@ class Reason(enum.StrEnum):
     AWAITING_UPSTREAM = "awaiting_upstream"
     BAKING = "baking"
     OUTSIDE_WINDOW = "outside_window"
+    FLEET_TURN = "fleet_turn"  # a fleet member waits for its step or a free slot
+    FLEET_HALTED = "fleet_halted"
+    ALARM_HOLDING = "alarm_holding"  # an alarm of rollout.alarms is in ALARM
     # A rollout under way.
     UPDATE_IN_PROGRESS = "update_in_progress"
     MIGRATING = "migrating"
@@ -44,6 +49,7 @@ class Reason(enum.StrEnum):
     SWITCHING = "switching"
     APPLYING_PARAMETERS = "applying_parameters"
     VERIFYING = "verifying"
+    BAKING_ALARMS = "baking_alarms"  # healthy on the image; rollout.bake watches the alarms
     # Done.
     IN_SYNC = "in_sync"
     ROLLOUT_SUCCEEDED = "rollout_succeeded"
@@ -55,6 +61,7 @@ class Reason(enum.StrEnum):
     UPDATE_REFUSED = "update_refused"
     UNHEALTHY = "unhealthy"
     ROLLED_BACK = "rolled_back"
+    ALARM_IN_BAKE = "alarm_in_bake"
     BACKING_OFF = "backing_off"
 
 
@@ -68,6 +75,8 @@ FAILURES: frozenset[Reason] = frozenset(
         Reason.UPDATE_REFUSED,
         Reason.UNHEALTHY,
         Reason.ROLLED_BACK,
+        Reason.ALARM_IN_BAKE,
+        Reason.ROLLBACK_UNSAFE,
     }
 )
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,6 +34,13 @@ AMI_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 MAX_SPEC_BYTES = 256 * 1024  # a spec is a page of YAML; anything larger is a mistake or an attack
+# Label keys and values as Kubernetes spells them (no prefix for values), so a selector reads
+# the same here as in the tools people already know.
+LABEL_RE = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+MAX_ALARMS = 5  # the most rollback triggers CloudFormation takes per stack
+ALARM_NAME_RE = re.compile(r"^[^\x00-\x1f]{1,255}$")
+_PERCENT_RE = re.compile(r"^([1-9][0-9]?|100)%$")
 
 
 def parse_duration(value: Any) -> dt.timedelta:
@@ -91,8 +99,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    for key, label in value.items():
+        if not LABEL_RE.match(key):
+            raise ValueError(f"label key {key!r} must be a Kubernetes-style label name")
+        if not LABEL_VALUE_RE.match(label):
+            raise ValueError(
+                f"label {key}: {label!r} must be at most 63 letters, digits, '-', '_' or '.', "
+                "starting and ending with a letter or digit"
+            )
+    return value
+
+
+Labels = Annotated[dict[str, str], AfterValidator(_labels)]
+
+
 class Metadata(_Model):
     name: str
+    labels: Labels = Field(default_factory=dict)  # free-form; fleets select specs by them
 
     @field_validator("name")
     @classmethod
@@ -159,6 +183,26 @@ class Rollout(_Model):
     verify_health: bool = Field(True, alias="verifyHealth")
     suspend_scaling: bool = Field(False, alias="suspendScaling")
     auto_rollback: bool = Field(False, alias="autoRollback")
+    # CloudWatch alarms in the spec's region: ALARM holds a rollout, triggers CloudFormation's
+    # rollback of the switch, and fails the rollout during `bake`.
+    alarms: tuple[str, ...] = Field((), max_length=MAX_ALARMS)
+    bake: Duration | None = None  # after the switch is healthy, watch the alarms this long
+
+    @field_validator("alarms")
+    @classmethod
+    def _alarms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not ALARM_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a CloudWatch alarm name (1-255 characters)")
+        if len(set(value)) != len(value):
+            raise ValueError("names an alarm twice")
+        return value
+
+    @model_validator(mode="after")
+    def _bake_needs_alarms(self) -> Rollout:
+        if self.bake is not None and not self.alarms:
+            raise ValueError("bake watches rollout.alarms: name at least one alarm")
+        return self
 
 
 class Pause(_Model):
@@ -272,6 +316,88 @@ class StackDeployment(_Model):
         return self
 
 
+class Selector(_Model):
+    match_labels: Labels = Field(alias="matchLabels", min_length=1)
+
+
+class FleetStep(_Model):
+    """One wave: the members with these labels (all that are left, when none are given)."""
+
+    match_labels: Labels = Field(default_factory=dict, alias="matchLabels")
+    max_concurrent: int | str = Field(1, alias="maxConcurrent")
+
+    @field_validator("max_concurrent")
+    @classmethod
+    def _max_concurrent(cls, value: int | str) -> int | str:
+        if isinstance(value, bool) or (isinstance(value, int) and value < 1):
+            raise ValueError("must be an integer >= 1 or a percentage such as 25%")
+        if isinstance(value, str) and not _PERCENT_RE.match(value):
+            raise ValueError(f"{value!r} must be an integer >= 1 or a percentage such as 25%")
+        return value
+
+    def limit(self, members: int) -> int:
+        """How many of `members` may be under way at once: a percentage rounds down, >= 1."""
+        if isinstance(self.max_concurrent, int):
+            return self.max_concurrent
+        percent = int(self.max_concurrent.rstrip("%"))
+        return max(1, members * percent // 100)
+
+    def selects(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items())
+
+
+# The step of the members no listed step selects: one at a time, last.
+LAST_STEP = FleetStep()
+
+
+class FleetSpec(_Model):
+    selector: Selector
+    steps: tuple[FleetStep, ...] = ()
+    bake: Duration | None = None  # after a step's last member is InSync, before the next
+    failure_budget: int = Field(0, alias="failureBudget", ge=0)
+
+    def selects(self, labels: dict[str, str]) -> bool:
+        match = self.selector.match_labels
+        return all(labels.get(k) == v for k, v in match.items())
+
+    def step_of(self, labels: dict[str, str]) -> int:
+        """The 0-based index of the member's step; len(steps) is the implicit last one."""
+        for index, step in enumerate(self.steps):
+            if step.selects(labels):
+                return index
+        return len(self.steps)
+
+    def step(self, index: int) -> FleetStep:
+        return self.steps[index] if index < len(self.steps) else LAST_STEP
+
+
+class FleetMetadata(_Model):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("must match [a-z0-9-]{1,63}")
+        return value
+
+
+class FleetDeployment(_Model):
+    """`kind: Fleet`: the order in which the specs it selects start their rollouts."""
+
+    api_version: Literal["reconciler/v1"] = Field(alias="apiVersion")
+    kind: Literal["Fleet"]
+    metadata: FleetMetadata
+    spec: FleetSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+Document = StackDeployment | FleetDeployment
+
+
 @dataclasses.dataclass(frozen=True)
 class SpecError:
     """One problem in one spec file, located for a person."""
@@ -337,7 +463,15 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
 
 
 def parse(text: str | bytes, file: str) -> StackDeployment:
-    """Parse one spec document; raise SpecInvalid naming file, line and field."""
+    """Parse one StackDeployment; raise SpecInvalid naming file, line and field."""
+    document = parse_document(text, file)
+    if not isinstance(document, StackDeployment):
+        raise SpecInvalid([SpecError(file, 1, "kind", "expected a StackDeployment, not a Fleet")])
+    return document
+
+
+def parse_document(text: str | bytes, file: str) -> Document:
+    """Parse one document of either kind; raise SpecInvalid naming file, line and field."""
     if len(text) > MAX_SPEC_BYTES:
         raise SpecInvalid([SpecError(file, 1, "", f"file is larger than {MAX_SPEC_BYTES} bytes")])
     if isinstance(text, bytes):
@@ -363,8 +497,11 @@ def parse(text: str | bytes, file: str) -> StackDeployment:
         raise SpecInvalid([SpecError(file, line, "", f"invalid YAML: {problem}")]) from exc
     if not isinstance(data, dict):
         raise SpecInvalid([SpecError(file, 1, "", "a spec is a mapping (apiVersion, kind, ...)")])
+    model: type[StackDeployment] | type[FleetDeployment] = (
+        FleetDeployment if data.get("kind") == "Fleet" else StackDeployment
+    )
     try:
-        return StackDeployment.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
