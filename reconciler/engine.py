@@ -16,13 +16,13 @@ import dataclasses
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from reconciler import aws, catalog, model, planner, reasons, spec, transitions
+from reconciler import aws, catalog, model, planner, reasons, spec, transitions, waves
 from reconciler.aws.batch import NotYet
 from reconciler.aws.fleet import Fleet
 from reconciler.metrics import Metrics
@@ -58,6 +58,43 @@ def _about(loaded: catalog.LoadedSpec) -> contextlib.AbstractContextManager[None
     """Every line logged inside names the spec (structlog's context variables): the reads,
     the shared listings, boto's own warnings, which do not know it themselves."""
     return structlog.contextvars.bound_contextvars(name=loaded.deployment.name)
+
+
+def _claim(observed: model.Observed, decision: model.Decision) -> model.Claim | None:
+    """A fleet member that starts a rollout needs its step's slot."""
+    turn = observed.turn
+    if turn is None or not any(isinstance(e, model.StartRollout) for e in decision.effects):
+        return None
+    return model.Claim(turn.fleet, turn.step - 1, turn.limit)
+
+
+def _member(
+    status: StackStatus, fleet: spec.FleetSpec, memory: model.Memory, now: dt.datetime
+) -> waves.Member:
+    sp = status.deployment.spec
+    pause = sp.paused
+    paused = (pause is not None and (pause.until is None or now < pause.until)) or (
+        memory.runtime_pause is not None
+        and (memory.runtime_pause.until is None or now < memory.runtime_pause.until)
+    )
+    rollout = memory.rollout
+    active = rollout is not None and rollout.active
+    if status.observed is not None and status.observed.stack is not None:
+        in_sync = status.live_image == sp.image and not active
+    else:
+        # Not stepped here (another replica drives it, or not yet): its record says.
+        in_sync = (
+            rollout is not None and rollout.image == sp.image and rollout.result == "succeeded"
+        )
+    return waves.Member(
+        status.name,
+        fleet.step_of(status.deployment.metadata.labels),
+        sp.image,
+        memory,
+        in_sync,
+        paused,
+        blocked=status.phase == Phase.BLOCKED,
+    )
 
 
 def utcnow() -> dt.datetime:
@@ -103,6 +140,10 @@ class Engine:
         self._accounts: dict[tuple[str, str | None], int] | None = None  # managed per account
         self._log = structlog.get_logger("reconciler.engine")
         self.listeners = list(listeners)
+        self._fleets: dict[str, catalog.LoadedFleet] = {}
+        # Members' memories, read for judging turns: at most `fresh` old (the slot itself is
+        # taken atomically by the store, so a slightly old view can only hold back).
+        self._fleet_reads: dict[str, tuple[float, dict[str, model.Memory]]] = {}
 
     # --- the set of specs ---------------------------------------------------------------
 
@@ -142,9 +183,12 @@ class Engine:
 
     def preview(self, loaded: catalog.LoadedSpec) -> tuple[model.Observed, model.Decision]:
         """What the next step would do, without storing or sending anything (`plan`)."""
-        with _about(loaded):
-            observed = self._observe(loaded.deployment.spec)
+        sp = loaded.deployment.spec
         memory = self.store.load(loaded.deployment.name)
+        with _about(loaded):
+            observed = self._observe(sp, loaded.deployment.name)
+            if sp.rollout.alarms:  # a full observation lacks only these
+                observed = self.fleet.with_alarms(sp, observed, self.fresh)
         decision = planner.plan(
             loaded.deployment, loaded.revision, observed, memory, self.clock(), self.policy
         )
@@ -173,8 +217,20 @@ class Engine:
         except NotYet:
             # The shared reads this step needs are due but paced: decide nothing now.
             return StepResult(status.name, status.phase, status.message, None, "active")
-        # Record first: a crash after this line resumes from what was decided.
-        self.store.apply(status.name, decision.effects)
+        # Record first: a crash after this line resumes from what was decided. A fleet
+        # member's start takes its step's slot in the same write, or does not start.
+        claim = _claim(observed, decision)
+        if claim is None:
+            self.store.apply(status.name, decision.effects)
+        elif not self.store.start_member(status.name, decision.effects, claim):
+            decision = model.Decision(
+                Phase.WAITING,
+                f"fleet {claim.fleet} step {claim.step + 1}: no free slot, or the fleet "
+                "halted, when the start was stored: waiting for its turn",
+                reason=reasons.Reason.FLEET_TURN,
+                requeue="active",
+            )
+        self._fleet_reads.pop(self._fleet_of(status.name) or "", None)
         sent: Literal["sent", "noop"] | None = None
         error: str | None = None
         if decision.update is not None:
@@ -203,15 +259,15 @@ class Engine:
             decision, now = self._plan(loaded, cheap, memory)
             if _decided_cheaply(decision):
                 return cheap, memory, decision, now
-        observed = self._with_upstream(
-            sp, self.fleet.observe(sp, sp.image, self.fresh, self._managed(sp))
-        ) or self._observe(sp)
+        observed = self._with_context(
+            sp, status.name, self.fleet.observe(sp, sp.image, self.fresh, self._managed(sp))
+        ) or self._observe(sp, status.name)
         memory = self.store.load(status.name)
         decision, now = self._plan(loaded, observed, memory)
-        for _ in range(2):  # groups, then health at the most; a full observation needs none
+        for _ in range(3):  # groups, health, alarms at the most
             if not decision.needs:
                 break
-            observed = self._fill(sp, observed, decision.needs)
+            observed = self._fill(sp, status.name, observed, decision.needs)
             decision, now = self._plan(loaded, observed, memory)
         if decision.needs:  # cannot happen with a full observation; never act on it
             decision = model.Decision(
@@ -229,17 +285,21 @@ class Engine:
         return decision, now
 
     def _fill(
-        self, sp: spec.Spec, observed: model.Observed, needs: frozenset[model.Need]
+        self, sp: spec.Spec, name: str, observed: model.Observed, needs: frozenset[model.Need]
     ) -> model.Observed:
         """What the planner asked for: the groups from the shared listing, instance health
-        from one per-stack read, the stack's events from its own full observation."""
+        from one per-stack read, the alarms from the shared DescribeAlarms, the stack's
+        events from its own full observation."""
         filled: model.Observed | None = observed
+        if "alarms" in needs:
+            return self.fleet.with_alarms(sp, observed, self.fresh)
         if "health" in needs:
             filled = self.fleet.with_health(sp, observed, self.fresh)
         elif "groups" in needs:
             filled = self.fleet.with_groups(sp, observed, self.fresh)
         if filled is None or "events" in needs:
-            return self._observe(sp)
+            full = self._observe(sp, name)
+            return dataclasses.replace(full, alarms=observed.alarms)
         return filled
 
     def _observe_cheaply(self, sp: spec.Spec, memory: model.Memory) -> model.Observed | None:
@@ -253,14 +313,20 @@ class Engine:
         if view.parameters.get(sp.parameter_names.api_image) != sp.image:
             return None  # a rollout is due: it needs the groups and the record
         self.fleet.warm(sp)  # once per stack: a rollout then finds its groups in shared reads
-        return self._with_upstream(sp, model.Observed(stack=view))
+        return model.Observed(stack=view)  # in sync: no upstream or turn is asked about
 
-    def _with_upstream(
-        self, sp: spec.Spec, observed: model.Observed | None
+    def _with_context(
+        self, sp: spec.Spec, name: str, observed: model.Observed | None
     ) -> model.Observed | None:
-        if observed is None or sp.promotion is None:
-            return observed
-        return dataclasses.replace(observed, upstream=self._upstream(sp.promotion.after))
+        """What the planner needs of other specs: the promotion's upstream, the fleet turn."""
+        if observed is None:
+            return None
+        if sp.promotion is not None:
+            observed = dataclasses.replace(observed, upstream=self._upstream(sp.promotion.after))
+        turn = self._turn(name)
+        if turn is not None:
+            observed = dataclasses.replace(observed, turn=turn)
+        return observed
 
     def _managed(self, sp: spec.Spec) -> int:
         with self._lock:
@@ -272,8 +338,8 @@ class Engine:
                 self._accounts = counts
             return self._accounts.get(_account(sp), 0)
 
-    def _observe(self, sp: spec.Spec) -> model.Observed:
-        observed = self._with_upstream(sp, aws.observe(self.clients, sp, sp.image))
+    def _observe(self, sp: spec.Spec, name: str) -> model.Observed:
+        observed = self._with_context(sp, name, aws.observe(self.clients, sp, sp.image))
         assert observed is not None
         return observed
 
@@ -360,6 +426,118 @@ class Engine:
         status.last_error = error
         self._log.warning("reconcile error", **self._bound(status), error=error)
         return StepResult(status.name, status.phase, status.message, None, "retry", error)
+
+    # --- fleets -------------------------------------------------------------------------
+
+    def set_fleets(self, fleets: Mapping[str, catalog.LoadedFleet]) -> None:
+        """The fleets in force (the catalog's, a removed one until its members are done)."""
+        with self._lock:
+            self._fleets = dict(fleets)
+        self._fleet_reads.clear()
+
+    def _fleet_of(self, name: str) -> str | None:
+        status = self.status(name)
+        if status is None:
+            return None
+        labels = status.deployment.metadata.labels
+        with self._lock:
+            fleets = sorted(self._fleets.items())
+        # The catalog refuses a spec in two fleets; should one slip through, the first rules.
+        return next((f for f, lf in fleets if lf.deployment.spec.selects(labels)), None)
+
+    def _members(self, fleet: str, now: dt.datetime) -> list[waves.Member]:
+        loaded = self._fleets[fleet]
+        fs = loaded.deployment.spec
+        statuses = [s for s in self.statuses() if fs.selects(s.deployment.metadata.labels)]
+        stamp, memories = self._fleet_reads.get(fleet, (0.0, {}))
+        if time.monotonic() - stamp > self.fresh.total_seconds() or set(memories) != {
+            s.name for s in statuses
+        }:
+            memories = {s.name: self.store.load(s.name) for s in statuses}
+            self._fleet_reads[fleet] = (time.monotonic(), memories)
+        return [_member(s, fs, memories[s.name], now) for s in statuses]
+
+    def _turn(self, name: str) -> model.Turn | None:
+        """A fleet member's turn; the halt judged first (and stored for every replica)."""
+        fleet = self._fleet_of(name)
+        if fleet is None:
+            return None
+        now = self.clock()
+        members = self._members(fleet, now)
+        memory = self._judge(fleet, members, now)
+        return waves.turn(fleet, self._fleets[fleet].deployment.spec, members, memory, name, now)
+
+    def _judge(
+        self, fleet: str, members: list[waves.Member], now: dt.datetime
+    ) -> model.FleetMemory:
+        """Halt a fleet past its failure budget; lift a budget halt on a new image."""
+        fs = self._fleets[fleet].deployment.spec
+        memory = self.store.fleet(fleet)
+        if waves.lifts(memory, members):
+            self.store.lift_fleet(fleet, now)
+            self._log.info("fleet halt lifted: a member's image changed", fleet=fleet)
+            memory = self.store.fleet(fleet)
+        reason = waves.over_budget(fleet, fs, members, memory)
+        if reason is not None:
+            halt = model.Halt(reason, now, "budget", waves.signature(members))
+            if self.store.halt_fleet(fleet, halt):
+                self._log.warning("fleet halted", fleet=fleet, reason=reason)
+                self._tell_fleet(fleet, "fleet_halted", f"fleet {fleet} halted: {reason}", now)
+            memory = self.store.fleet(fleet)
+        return memory
+
+    def _tell_fleet(
+        self, fleet: str, kind: model.TransitionKind, message: str, now: dt.datetime
+    ) -> None:
+        # Keyed by when, so that a fleet halted again after a lift is told again.
+        stamp = now.isoformat()
+        self._tell([model.Transition(fleet, "", "", stamp, kind, "", message, now)])
+
+    def fleet_views(self) -> list[waves.FleetView]:
+        """Every fleet in force, as status, plan and the metrics show it."""
+        now = self.clock()
+        with self._lock:
+            fleets = sorted(self._fleets.items())
+        views = []
+        for name, loaded in fleets:
+            members = self._members(name, now)
+            memory = self.store.fleet(name)
+            views.append(
+                waves.view(
+                    name,
+                    loaded.file,
+                    loaded.stale,
+                    loaded.deployment.spec,
+                    members,
+                    memory,
+                )
+            )
+        return views
+
+    def halt_fleet(self, fleet: str, reason: str) -> bool:
+        """A person halts a fleet: members not started stay where they are."""
+        now = self.clock()
+        halted = self.store.halt_fleet(fleet, model.Halt(reason, now, "operator"))
+        if halted:
+            self._tell_fleet(fleet, "fleet_halted", f"fleet {fleet} halted: {reason}", now)
+        return halted
+
+    def lift_fleet(self, fleet: str, retry: bool) -> list[str]:
+        """Resume (or retry) a fleet: the halt lifts and failures so far no longer count;
+        with `retry`, its failed members are retried now. Returns the members retried."""
+        now = self.clock()
+        retried: list[str] = []
+        if retry:
+            for m in self._members(fleet, now):
+                if m.failed(self.store.fleet(fleet).epoch) and self.store.retry(m.name, now):
+                    retried.append(m.name)
+        self.store.lift_fleet(fleet, now)
+        self._fleet_reads.pop(fleet, None)
+        return retried
+
+    def fleet_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._fleets)
 
     # --- reporting ----------------------------------------------------------------------
 

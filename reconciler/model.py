@@ -123,6 +123,7 @@ class Turn:
     go: bool
     message: str  # why not, naming the fleet and the step; empty when go
     halted: bool = False
+    limit: int = 1  # the step's maxConcurrent, as a count of its members
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,6 +58,9 @@ TELLING: Mapping[model.TransitionKind, Telling] = {
     "blocked": Telling("blocked: needs a person", ":octagonal_sign:"),
     "paused": Telling("paused", ":double_vertical_bar:"),
     "resumed": Telling("resumed"),
+    "held_by_alarm": Telling("held by an alarm", ":rotating_light:"),
+    "alarm_in_bake": Telling("alarm fired during the bake", ":rotating_light:"),
+    "fleet_halted": Telling("fleet halted", ":octagonal_sign:"),
 }
 KINDS: tuple[model.TransitionKind, ...] = get_args(model.TransitionKind)
 if set(TELLING) != set(KINDS):  # pragma: no cover (an import error names the culprit)

@@ -251,6 +251,18 @@ def _missing(ctx: Context) -> model.Decision | None:
 
 def _broken(ctx: Context) -> model.Decision | None:
     status = ctx.stack.status
+    r = ctx.memory.rollout
+    if status == "UPDATE_FAILED" and r is not None and r.irreversible_at is not None:
+        # Our switch was sent with rollback disabled, and failed: say why, and what to do.
+        return model.Decision(
+            Phase.BLOCKED,
+            f"the switch of {ctx.want.stack_name} to {r.image} failed and was not rolled "
+            f"back ({ctx.stack.status_reason or 'no reason given'}): the migration for "
+            f"{r.image} says the image before cannot run on the migrated schema "
+            "(rollbackSafe: false). Fix forward with a new image, or restore the schema "
+            "and roll back by hand, then `reconciler retry`",
+            reason=Reason.ROLLBACK_UNSAFE,
+        )
     if status in NEEDS_PERSON:
         reason = f" ({ctx.stack.status_reason})" if ctx.stack.status_reason else ""
         return model.Decision(
@@ -343,12 +355,15 @@ def _settled(ctx: Context) -> Outcome:
         return Continue((model.ClearPending(), *_marks_on_applied(ctx, pending)))
     ours = ctx.stack.last_updated is None or ctx.stack.last_updated >= pending.sent_at - CLOCK_SKEW
     if ctx.stack.status == "UPDATE_ROLLBACK_COMPLETE" and ours:
+        # Sticky: CloudFormation judged this image (an alarm fired, a resource failed);
+        # trying it again by itself would only repeat that.
         reason = ctx.stack.status_reason or "no reason given"
         return _fail(
             ctx,
             Reason.UPDATE_ROLLED_BACK,
             f"{pending.kind} update rolled back: {reason}",
             extra=(model.ClearPending(),),
+            sticky=True,
         )
     # The update never reached the stack (a crash between recording and sending, or a
     # refused call): forget it and decide afresh; the same token makes a resend harmless.
@@ -363,11 +378,12 @@ def _backing_off(ctx: Context) -> Outcome:
         # A new git revision retries at once.
         return Continue((model.ClearFailure(),))
     if ctx.now < failure.next_retry_at:
+        unsafe = failure.code == Reason.ROLLBACK_UNSAFE  # waits for a person, not a clock
         return model.Decision(
-            Phase.FAILED,
+            Phase.BLOCKED if unsafe else Phase.FAILED,
             f"{failure.reason}; attempt {failure.count} failed, "
             f"{_when_retried(failure.next_retry_at)}",
-            reason=Reason.BACKING_OFF,
+            reason=Reason.ROLLBACK_UNSAFE if unsafe else Reason.BACKING_OFF,
             requeue="retry",
         )
     return None
@@ -438,7 +454,12 @@ def _phase1_applied(ctx: Context) -> bool:
 
 
 def _start_phase1(ctx: Context) -> model.Decision:
-    held = _promotion_gate(ctx) or _window_gate(ctx)
+    held = (
+        _promotion_gate(ctx)
+        or _window_gate(ctx)
+        or _fleet_gate(ctx)
+        or _alarm_gate(ctx, f"the rollout of {ctx.image}")
+    )
     if held is not None:
         return held
     n = ctx.names
@@ -515,6 +536,62 @@ def _window_gate(ctx: Context) -> model.Decision | None:
     )
 
 
+def _fleet_gate(ctx: Context) -> model.Decision | None:
+    """A fleet member starts only in its turn (reconciler.waves; the engine judged it from
+    the whole fleet and takes the slot atomically when it stores the start)."""
+    turn = ctx.observed.turn
+    if turn is None or turn.go or ctx.rollout is not None:
+        return None
+    return model.Decision(
+        Phase.WAITING,
+        turn.message,
+        reason=Reason.FLEET_HALTED if turn.halted else Reason.FLEET_TURN,
+        requeue="active",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Alarms:
+    missing: tuple[str, ...] = ()
+    firing: tuple[str, ...] = ()
+    arns: tuple[str, ...] = ()
+
+
+def _alarms(ctx: Context) -> _Alarms:
+    """rollout.alarms as observed: only the ALARM state counts."""
+    names = ctx.want.rollout.alarms
+    if not names:
+        return _Alarms()
+    seen = ctx.observed.alarms
+    if seen is None:
+        raise _Lacking("alarms")
+    return _Alarms(
+        tuple(n for n in names if n not in seen),
+        tuple(n for n in names if n in seen and seen[n].state == "ALARM"),
+        tuple(seen[n].arn for n in names if n in seen),
+    )
+
+
+def _alarm_gate(ctx: Context, what: str) -> model.Decision | None:
+    """An alarm that does not exist blocks; one in ALARM holds `what`."""
+    alarms = _alarms(ctx)
+    if alarms.missing:
+        return model.Decision(
+            Phase.BLOCKED,
+            f"alarm(s) {', '.join(alarms.missing)} of rollout.alarms not found in "
+            f"{ctx.want.region}: create them, or fix spec.rollout.alarms",
+            reason=Reason.MISSING_ALARM,
+        )
+    if alarms.firing:
+        return model.Decision(
+            Phase.WAITING,
+            f"alarm(s) {', '.join(alarms.firing)} in ALARM: {what} waits until they are not",
+            reason=Reason.ALARM_HOLDING,
+            requeue="active",
+        )
+    return None
+
+
 def _gate(ctx: Context) -> Outcome:
     """Phase 1 is live: wait for the migration to report success."""
     rollout = ctx.rollout
@@ -527,7 +604,7 @@ def _gate(ctx: Context) -> Outcome:
     record = ctx.observed.migration_record
     valid = record is not None and record.image == ctx.image and record.updated_at >= started
     if valid and record is not None and record.status == "succeeded":
-        return _passed(ctx)
+        return _passed(ctx, record.rollback_safe)
     if valid and record is not None and record.status == "failed":
         detail = f": {record.detail}" if record.detail else ""
         return _fail_migration(
@@ -551,8 +628,10 @@ def _gate(ctx: Context) -> Outcome:
     )
 
 
-def _passed(ctx: Context) -> Continue:
-    return Continue((model.MarkRollout(migrated_at=ctx.now),))
+def _passed(ctx: Context, rollback_safe: bool = True) -> Continue:
+    # A migration the image before cannot run on makes this rollout irreversible.
+    irreversible = None if rollback_safe else ctx.now
+    return Continue((model.MarkRollout(migrated_at=ctx.now, irreversible_at=irreversible),))
 
 
 def _migrated(ctx: Context) -> model.RolloutMemory | None:
@@ -616,10 +695,30 @@ def _suspend_scaling(ctx: Context) -> Outcome:
 
 
 def _switch(ctx: Context) -> Outcome:
-    """Phase 2: the API group gets the image."""
-    if _migrated(ctx) is None:
+    """Phase 2: the API group gets the image, with the alarms as CloudFormation's rollback
+    triggers; after an irreversible migration with none, and rollback disabled."""
+    rollout = _migrated(ctx)
+    if rollout is None:
         return None
     n = ctx.names
+    held = _alarm_gate(ctx, f"the switch to {ctx.image}")
+    if held is not None:
+        if held.reason != Reason.ALARM_HOLDING or ctx.params.get(n.migration_capacity) == "0":
+            return held
+        # Migrations passed; the migration group has nothing left to do while we hold.
+        stop = _update(
+            ctx,
+            "migrate",
+            {n.migration_capacity: "0"},
+            Phase.WAITING,
+            Reason.ALARM_HOLDING,
+            f"{held.message}; stopping the migration group meanwhile",
+            [],
+            step="hold-migration",
+        )
+        return stop
+    irreversible = rollout.irreversible_at is not None
+    triggers = () if irreversible else _alarms(ctx).arns
     changes = {
         n.api_image: ctx.image,
         n.api_capacity: ctx.api_capacity(),
@@ -634,6 +733,8 @@ def _switch(ctx: Context) -> Outcome:
         Reason.SWITCHING,
         f"phase 2: switching the API group to {ctx.image} (revision {ctx.revision[:12]})",
         [model.MarkRollout(switch_started_at=ctx.now)],
+        triggers=triggers,
+        disable_rollback=irreversible,
     )
 
 
@@ -690,7 +791,7 @@ def _verified(ctx: Context) -> Outcome:
     assert rollout is not None and _converging(ctx)  # _switch or _converge decided else
     if ctx.want.rollout.verify_health:
         return _verify(ctx, rollout)
-    return _succeed(ctx, rollout)
+    return _bake(ctx, rollout)
 
 
 RULES: tuple[Rule, ...] = (
@@ -720,6 +821,8 @@ RULES: tuple[Rule, ...] = (
 
 
 def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
+    if rollout.healthy_at is not None:
+        return _bake(ctx, rollout)  # healthy once: the bake watches the alarms from here
     instances = ctx.observed.api_instances
     if instances is None and ctx.observed.partial:
         return _needs(ctx, "health", Phase.VERIFYING, "reading the API instances' health")
@@ -729,7 +832,7 @@ def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
         wrong = [i.id for i in live if i.image != ctx.image]
         unhealthy = [i.id for i in live if i.lifecycle != "InService" or i.healthy is False]
         if not wrong and not unhealthy and len(live) >= want:
-            return _succeed(ctx, rollout)
+            return _bake(ctx, rollout)
         detail = f"{len(live) - len(wrong) - len(unhealthy)}/{want} healthy on {ctx.image}"
     else:
         detail = "instances not observed yet"
@@ -739,9 +842,7 @@ def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
             f"API group not healthy on {ctx.image} within "
             f"{spec.format_duration(ctx.want.rollout.timeout)} ({detail})"
         )
-        if ctx.want.rollout.auto_rollback and rollout.from_image not in (None, ctx.image):
-            return _roll_back(ctx, rollout, reason)
-        return _fail(ctx, Reason.UNHEALTHY, reason)
+        return _switch_failed(ctx, rollout, Reason.UNHEALTHY, reason)
     return model.Decision(
         Phase.VERIFYING,
         f"verifying the API group: {detail}",
@@ -750,7 +851,65 @@ def _verify(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
     )
 
 
-def _roll_back(ctx: Context, rollout: model.RolloutMemory, reason: str) -> model.Decision:
+def _bake(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
+    """rollout.bake: healthy on the image, watch the alarms this long before succeeding
+    (not part of rollout.timeout). An alarm in ALARM fails the rollout."""
+    bake = ctx.want.rollout.bake
+    if bake is None:
+        return _succeed(ctx, rollout)
+    marks: tuple[model.Effect, ...] = ()
+    if rollout.healthy_at is None:
+        marks = (model.MarkRollout(healthy_at=ctx.now),)
+    since = rollout.healthy_at or ctx.now
+    alarms = _alarms(ctx)
+    if alarms.firing:
+        reason = (
+            f"alarm(s) {', '.join(alarms.firing)} went into ALARM during the bake of {ctx.image}"
+        )
+        failed = _switch_failed(ctx, rollout, Reason.ALARM_IN_BAKE, reason)
+        return dataclasses.replace(failed, effects=(*marks, *failed.effects))
+    if alarms.missing:
+        held = _alarm_gate(ctx, "the bake")
+        assert held is not None
+        return dataclasses.replace(held, effects=marks)
+    if ctx.now >= since + bake:
+        succeeded = _succeed(ctx, rollout)
+        return dataclasses.replace(succeeded, effects=(*marks, *succeeded.effects))
+    return model.Decision(
+        Phase.VERIFYING,
+        f"baking {ctx.image}: watching {', '.join(ctx.want.rollout.alarms)} until "
+        f"{(since + bake).isoformat()}",
+        reason=Reason.BAKING_ALARMS,
+        effects=marks,
+        requeue="active",
+    )
+
+
+def _switch_failed(
+    ctx: Context, rollout: model.RolloutMemory, code: Reason, reason: str
+) -> model.Decision:
+    """The switched image failed its checks: roll back when allowed and safe, else hold.
+    An alarm's verdict is sticky, like an automatic rollback's."""
+    if rollout.irreversible_at is not None:
+        return _fail(
+            ctx,
+            Reason.ROLLBACK_UNSAFE,
+            f"{reason}; not rolled back: the migration for {ctx.image} says the image "
+            "before cannot run on the migrated schema (rollbackSafe: false). Fix forward "
+            "with a new image, or restore the schema and roll back by hand, then "
+            "`reconciler retry`",
+            sticky=True,
+            phase=Phase.BLOCKED,
+        )
+    if ctx.want.rollout.auto_rollback and rollout.from_image not in (None, ctx.image):
+        cause = Reason.ALARM_IN_BAKE if code == Reason.ALARM_IN_BAKE else Reason.ROLLED_BACK
+        return _roll_back(ctx, rollout, reason, cause=cause)
+    return _fail(ctx, code, reason, sticky=code == Reason.ALARM_IN_BAKE)
+
+
+def _roll_back(
+    ctx: Context, rollout: model.RolloutMemory, reason: str, cause: Reason = Reason.ROLLED_BACK
+) -> model.Decision:
     """rollout.autoRollback: put the API group back on the image it ran before. No migration
     phase: that older code already ran against the migrated schema. The failure holds until
     a new revision or an explicit retry, so a bad image is not rolled out again by itself."""
@@ -758,6 +917,7 @@ def _roll_back(ctx: Context, rollout: model.RolloutMemory, reason: str) -> model
     n = ctx.names
     back = f"{reason}; rolled the API group back to {rollout.from_image}"
     failed = _fail(ctx, Reason.ROLLED_BACK, back, sticky=True)
+    failed = dataclasses.replace(failed, reason=cause)
     undo = _update(
         ctx,
         "switch",
@@ -805,6 +965,7 @@ def _fail(
     reason: str,
     extra: tuple[model.Effect, ...] = (),
     sticky: bool = False,
+    phase: Phase = Phase.FAILED,
 ) -> model.Decision:
     previous = ctx.memory.failure
     same = previous is not None and previous.revision == ctx.revision
@@ -815,7 +976,7 @@ def _fail(
     if ctx.rollout is not None:
         effects.append(model.FinishRollout("failed", ctx.now, reason))
     return model.Decision(
-        Phase.FAILED,
+        phase,
         f"{reason}; attempt {count} failed, {_when_retried(retry_at)}",
         reason=code,
         effects=tuple(effects),
@@ -881,8 +1042,12 @@ def _update(
     message: str,
     effects: list[model.Effect],
     step: str | None = None,
+    triggers: tuple[str, ...] = (),
+    disable_rollback: bool = False,
 ) -> model.Decision:
-    """A full-parameter UpdateStack, recorded as pending before it is sent."""
+    """A full-parameter UpdateStack, recorded as pending before it is sent. Its rollback
+    triggers are explicit (`triggers`, usually none), since CloudFormation would otherwise
+    keep the previous update's."""
     if kind != "migrate":  # it changes the API group: decide on the group as it is
         _groups_read(ctx)
     parameters = tuple((name, changes.get(name)) for name in sorted(ctx.params))
@@ -892,7 +1057,7 @@ def _update(
     token = client_request_token(
         ctx.name, step or kind, ctx.image, ctx.revision, ctx.attempt(), situation
     )
-    update = model.StackUpdate(kind, parameters, token)
+    update = model.StackUpdate(kind, parameters, token, triggers, disable_rollback)
     pending = model.Pending(kind, ctx.image, ctx.revision, token, ctx.now, dict(changes))
     return model.Decision(
         phase,

@@ -20,6 +20,7 @@ _FAILED: Mapping[Reason, tuple[model.TransitionKind, ...]] = {
     Reason.MIGRATION_FAILED: ("migration_failed", "rollout_failed"),
     Reason.MIGRATION_TIMED_OUT: ("migration_failed", "rollout_failed"),
     Reason.ROLLED_BACK: ("rollout_failed", "rolled_back"),
+    Reason.ALARM_IN_BAKE: ("alarm_in_bake", "rollout_failed"),
 }
 _ROLLOUT_FAILED: tuple[model.TransitionKind, ...] = ("rollout_failed",)
 
@@ -31,6 +32,10 @@ _ENTERED: Mapping[Reason, model.TransitionKind] = {
     Reason.UNKNOWN_STACK_STATUS: "blocked",
     Reason.BAD_PARAMETER_NAMES: "blocked",
     Reason.RESOURCE_PROBLEM: "blocked",
+    Reason.MISSING_ALARM: "blocked",
+    Reason.ROLLBACK_UNSAFE: "blocked",
+    Reason.ALARM_HOLDING: "held_by_alarm",
+    Reason.ALARM_IN_BAKE: "alarm_in_bake",  # rolled back: the failure's code says rolled_back
     Reason.PAUSED_IN_SPEC: "paused",
     Reason.PAUSED_BY_OPERATOR: "paused",
 }

@@ -277,7 +277,8 @@ def test_an_applied_pending_update_is_cleared_and_the_rollout_goes_on() -> None:
     assert d.phase == Phase.MIGRATING and kinds(d)[0] == "ClearPending"
 
 
-def test_a_rolled_back_update_fails_with_backoff() -> None:
+def test_a_rolled_back_update_fails_and_holds() -> None:
+    # Issue 13: CloudFormation's verdict (an alarm trigger, a failed resource) is sticky.
     view = stack("UPDATE_ROLLBACK_COMPLETE", last_updated=T0, reason="Instance failed")
     memory = model.Memory(
         rollout=rollout(), pending=pending("migrate", at=T0, MigrationLcImageId=NEW)
@@ -285,7 +286,7 @@ def test_a_rolled_back_update_fails_with_backoff() -> None:
     d = decide(observed(view), memory, now=T0 + minutes(2))
     assert d.phase == Phase.FAILED and "rolled back" in d.message and "Instance failed" in d.message
     failure = next(e for e in d.effects if isinstance(e, model.RecordFailure)).failure
-    assert failure.next_retry_at == T0 + minutes(2) + planner.DEFAULT_POLICY.backoff_base
+    assert failure.next_retry_at == planner.HELD
 
 
 def test_a_pending_update_that_never_reached_the_stack_is_resent_with_the_same_token() -> None:
