@@ -706,7 +706,7 @@ def _switch(ctx: Context) -> Outcome:
         if held.reason != Reason.ALARM_HOLDING or ctx.params.get(n.migration_capacity) == "0":
             return held
         # Migrations passed; the migration group has nothing left to do while we hold.
-        stop = _update(
+        return _update(
             ctx,
             "migrate",
             {n.migration_capacity: "0"},
@@ -716,7 +716,6 @@ def _switch(ctx: Context) -> Outcome:
             [],
             step="hold-migration",
         )
-        return stop
     irreversible = rollout.irreversible_at is not None
     triggers = () if irreversible else _alarms(ctx).arns
     changes = {
