@@ -437,18 +437,21 @@ class Engine:
 
     def _fleet_of(self, name: str) -> str | None:
         status = self.status(name)
-        if status is None:
-            return None
-        labels = status.deployment.metadata.labels
+        return None if status is None else self._fleet_for(status.deployment)
+
+    def _fleet_for(self, deployment: spec.StackDeployment) -> str | None:
+        """The fleet that orders this spec: as catalog.memberships decides, a fleet still in
+        git before a removed one, then by name (the catalog refuses two present ones)."""
+        labels = deployment.metadata.labels
         with self._lock:
-            fleets = sorted(self._fleets.items())
-        # The catalog refuses a spec in two fleets; should one slip through, the first rules.
-        return next((f for f, lf in fleets if lf.deployment.spec.selects(labels)), None)
+            fleets = [lf for lf in self._fleets.values() if lf.deployment.spec.selects(labels)]
+        if not fleets:
+            return None
+        return min(fleets, key=lambda f: (f.removed, f.deployment.name)).deployment.name
 
     def _members(self, fleet: str, now: dt.datetime) -> list[waves.Member]:
-        loaded = self._fleets[fleet]
-        fs = loaded.deployment.spec
-        statuses = [s for s in self.statuses() if fs.selects(s.deployment.metadata.labels)]
+        fs = self._fleets[fleet].deployment.spec
+        statuses = [s for s in self.statuses() if self._fleet_for(s.deployment) == fleet]
         stamp, memories = self._fleet_reads.get(fleet, (0.0, {}))
         if time.monotonic() - stamp > self.fresh.total_seconds() or set(memories) != {
             s.name for s in statuses
