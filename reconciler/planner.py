@@ -587,7 +587,7 @@ def _alarm_gate(ctx: Context, what: str) -> model.Decision | None:
             Phase.WAITING,
             f"alarm(s) {', '.join(alarms.firing)} in ALARM: {what} waits until they are not",
             reason=Reason.ALARM_HOLDING,
-            requeue="active",
+            requeue="idle",
         )
     return None
 
@@ -880,7 +880,9 @@ def _bake(ctx: Context, rollout: model.RolloutMemory) -> model.Decision:
         f"{(since + bake).isoformat()}",
         reason=Reason.BAKING_ALARMS,
         effects=marks,
-        requeue="active",
+        # Alarms move on CloudWatch's minute, not ours: a look per interval keeps a long
+        # bake to a few shared reads.
+        requeue="idle",
     )
 
 
