@@ -36,7 +36,9 @@ from reconciler.embedded.migration import MigrationWorker
 STACK = "Stack1"
 NAME = "biglearn-api"
 BUCKET = "deploy-status"
-SCENARIOS = ("happy", "migration-fails", "update-rolls-back", "paused")
+SCENARIOS = ("happy", "migration-fails", "update-rolls-back", "paused", "fleet")
+FLEET = "api"
+FLEET_MEMBERS = 5  # the canary (the demo's own stack and spec) and four more
 
 SPEC = """\
 apiVersion: reconciler/v1
@@ -61,6 +63,50 @@ spec:
     verifyHealth: true
   interval: 2s
 {paused}"""
+
+
+MEMBER_SPEC = """\
+apiVersion: reconciler/v1
+kind: StackDeployment
+metadata:
+  name: {name}
+  labels: {{app: api, tier: {tier}}}
+spec:
+  stackName: {stack}
+  region: us-east-1
+  image: {image}
+  capacity:
+    api: 2
+    migration: 1
+  parameters:
+    EnvName: demo
+  migration:
+    check: s3
+    location: s3://{bucket}/{name}
+    timeout: 5m
+  rollout:
+    timeout: 5m
+    verifyHealth: true
+    alarms: [{name}-5xx]
+    bake: 30s
+    autoRollback: true
+  interval: 2s
+"""
+
+FLEET_SPEC = """\
+apiVersion: reconciler/v1
+kind: Fleet
+metadata:
+  name: api
+spec:
+  selector: {matchLabels: {app: api}}
+  steps:
+    - matchLabels: {tier: canary}
+      maxConcurrent: 1
+    - maxConcurrent: 50%
+  bake: 10s
+  failureBudget: 0
+"""
 
 
 @dataclasses.dataclass
@@ -135,6 +181,8 @@ class _Discard(io.TextIOBase):
 
 
 _INTRO = {
+    "fleet": "five stacks in a fleet; the canary's alarm fires during its bake: it rolls back, "
+    "the fleet halts, and the other four are never touched",
     "happy": "an AMI bump is merged; migrations run first, then the API group switches",
     "migration-fails": "the migration for the new image fails; the API group must stay",
     "update-rolls-back": "the switch of the API group rolls back in CloudFormation",
@@ -407,11 +455,117 @@ def merge_bump_again(scene: Scene, spec_text: str, title: str) -> str:
     return merge_bump(scene, spec_text, title)
 
 
+def _members() -> list[tuple[str, str]]:
+    """(spec name, stack) of the fleet: the demo's own stack is the canary."""
+    return [(NAME, STACK)] + [(f"{NAME}-{i}", f"Stack{i}") for i in range(2, FLEET_MEMBERS + 1)]
+
+
+def _fleet_files(image: str) -> dict[str, str]:
+    files = {"deploy-specs/fleets/api.yaml": FLEET_SPEC}
+    for name, stack in _members():
+        tier = "canary" if name == NAME else "main"
+        files[f"deploy-specs/{name}.yaml"] = MEMBER_SPEC.format(
+            name=name, tier=tier, stack=stack, image=image, bucket=BUCKET
+        )
+    return files
+
+
+def _commit_files(scene: Scene, files: dict[str, str], title: str, branch: str) -> str:
+    """On a branch, merged with a merge commit (as a merged pull request is)."""
+    _git(scene.repo, "checkout", "-q", "-b", branch)
+    for path, text in files.items():
+        target = scene.repo / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    _git(scene.repo, "add", ".")
+    _git(scene.repo, "commit", "-q", "-m", title)
+    _git(scene.repo, "checkout", "-q", "main")
+    _git(scene.repo, "merge", "-q", "--no-ff", "-m", f"Merge pull request: {title}", branch)
+    return _git(scene.repo, "rev-parse", "HEAD")
+
+
+def _get(scene: Scene, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{scene.base_url}{path}", timeout=5) as r:  # noqa: S310
+        data: dict[str, Any] = json.load(r)
+        return data
+
+
+def _stack_params(scene: Scene, stack: str) -> dict[str, str]:
+    cfn = scene.emulator.client("cloudformation")
+    found = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    return {p["ParameterKey"]: p["ParameterValue"] for p in found.get("Parameters", [])}
+
+
+def _fleet(scene: Scene, deadline: float) -> bool:
+    for name, stack in _members():
+        scene.emulator.put_alarm(f"{name}-5xx")
+        if stack != STACK:
+            scene.emulator.create_stack(stack, _stack_parameters(scene.old))
+    head = _commit_files(scene, _fleet_files(scene.old), "A fleet of five, canary first", "fleet")
+    send_webhook(scene, head)
+    scene.say(f"five stacks on {scene.old}, one fleet `api`: canary first, then 50% at a time")
+
+    def all_in_sync(image: str) -> bool:
+        stacks = _get(scene, "/api/v1/stacks")["stacks"]
+        return len(stacks) == FLEET_MEMBERS and all(
+            s["phase"] == "InSync" and s["live"].get("image") == image for s in stacks
+        )
+
+    while not all_in_sync(scene.old):
+        if time.monotonic() > deadline:
+            scene.say("timed out waiting for the fleet to be in sync")
+            return False
+        time.sleep(0.2)  # the status API is polled, as a person would refresh it
+    before = {stack: _stack_params(scene, stack) for _, stack in _members()[1:]}
+    fired: list[bool] = []
+
+    def fire(status: dict[str, Any]) -> None:
+        # The new image is bad: once the canary bakes on it, its 5xx alarm goes off.
+        if not fired and status["reason"] == "baking_alarms":
+            scene.emulator.set_alarm_state(f"{NAME}-5xx", "ALARM", "5xx rate 31% > 5%")
+            fired.append(True)
+            scene.say(f"(the canary's alarm {NAME}-5xx goes into ALARM: the image is bad)")
+
+    with MigrationWorker(scene.emulator, STACK, f"s3://{BUCKET}/{NAME}", steps=4, step_seconds=0.4):
+        head = _commit_files(scene, _fleet_files(scene.new), f"Deploy {scene.new}", "bump")
+        send_webhook(scene, head)
+        scene.say(f"merged one commit bumping all five specs to {scene.new}")
+        final = watch(
+            scene,
+            deadline,
+            lambda s: s["phase"] == "Failed" and s["live"].get("image") == scene.old,
+            on_change=fire,
+        )
+        halted = _wait_halted(scene, deadline)
+    waiting = _get(scene, f"/api/v1/stacks/{NAME}-2")
+    scene.say(f"{NAME}-2: {waiting['phase']} {waiting['message']}")
+    untouched = all(_stack_params(scene, stack) == before[stack] for stack in before)
+    ok = bool(fired) and final["reason"] == "alarm_in_bake" and halted is not None and untouched
+    scene.say(
+        f"the canary rolled back to {scene.old}; fleet {FLEET} halted ({halted}); the other four "
+        f"stacks were never touched: {untouched}"
+        if ok
+        else "the fleet did NOT hold: "
+        + json.dumps({"final": final.get("message"), "halted": halted})
+    )
+    return ok
+
+
+def _wait_halted(scene: Scene, deadline: float) -> str | None:
+    while time.monotonic() < deadline:
+        fleet = _get(scene, f"/api/v1/fleets/{FLEET}")
+        if fleet["halted"]:
+            return str(fleet["halt"]["reason"])
+        time.sleep(0.2)
+    return None
+
+
 _PLAYS: dict[str, Callable[[Scene, float], bool]] = {
     "happy": _happy,
     "migration-fails": _migration_fails,
     "update-rolls-back": _update_rolls_back,
     "paused": _paused,
+    "fleet": _fleet,
 }
 
 
