@@ -99,19 +99,25 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _labels(value: dict[str, str]) -> dict[str, str]:
-    for key, label in value.items():
-        if not LABEL_RE.match(key):
-            raise ValueError(f"label key {key!r} must be a Kubernetes-style label name")
-        if not LABEL_VALUE_RE.match(label):
-            raise ValueError(
-                f"label {key}: {label!r} must be at most 63 letters, digits, '-', '_' or '.', "
-                "starting and ending with a letter or digit"
-            )
-    return value
+def _label_key(key: str) -> str:
+    if not LABEL_RE.match(key):
+        raise ValueError(f"label key {key!r} must be a Kubernetes-style label name")
+    return key
 
 
-Labels = Annotated[dict[str, str], AfterValidator(_labels)]
+def _label_value(label: str) -> str:
+    if not LABEL_VALUE_RE.match(label):
+        raise ValueError(
+            f"{label!r} must be at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return label
+
+
+# Validated key by key and value by value, so that an error points at the label's own line.
+Labels = dict[
+    Annotated[str, AfterValidator(_label_key)], Annotated[str, AfterValidator(_label_value)]
+]
 
 
 class Metadata(_Model):
@@ -185,24 +191,35 @@ class Rollout(_Model):
     auto_rollback: bool = Field(False, alias="autoRollback")
     # CloudWatch alarms in the spec's region: ALARM holds a rollout, triggers CloudFormation's
     # rollback of the switch, and fails the rollout during `bake`.
-    alarms: tuple[str, ...] = Field((), max_length=MAX_ALARMS)
+    alarms: tuple[str, ...] = ()
     bake: Duration | None = None  # after the switch is healthy, watch the alarms this long
 
     @field_validator("alarms")
     @classmethod
     def _alarms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > MAX_ALARMS:
+            raise ValueError(
+                f"at most {MAX_ALARMS} alarms (CloudFormation's limit of rollback triggers), "
+                f"not {len(value)}"
+            )
         for name in value:
             if not ALARM_NAME_RE.match(name):
                 raise ValueError(f"{name!r} is not a CloudWatch alarm name (1-255 characters)")
-        if len(set(value)) != len(value):
-            raise ValueError("names an alarm twice")
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"names {', '.join(map(repr, twice))} more than once")
         return value
 
-    @model_validator(mode="after")
-    def _bake_needs_alarms(self) -> Rollout:
-        if self.bake is not None and not self.alarms:
+    # A field validator, not a model one, so that the error points at `bake`'s own line;
+    # `alarms` is declared first and so is in info.data when it is valid.
+    @field_validator("bake")
+    @classmethod
+    def _bake_needs_alarms(
+        cls, value: dt.timedelta | None, info: ValidationInfo
+    ) -> dt.timedelta | None:
+        if value is not None and info.data.get("alarms") == ():
             raise ValueError("bake watches rollout.alarms: name at least one alarm")
-        return self
+        return value
 
 
 class Pause(_Model):
@@ -317,7 +334,14 @@ class StackDeployment(_Model):
 
 
 class Selector(_Model):
-    match_labels: Labels = Field(alias="matchLabels", min_length=1)
+    match_labels: Labels = Field(alias="matchLabels")
+
+    @field_validator("match_labels")
+    @classmethod
+    def _not_empty(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("name at least one label: an empty selector would take every spec")
+        return value
 
 
 class FleetStep(_Model):
@@ -326,14 +350,18 @@ class FleetStep(_Model):
     match_labels: Labels = Field(default_factory=dict, alias="matchLabels")
     max_concurrent: int | str = Field(1, alias="maxConcurrent")
 
-    @field_validator("max_concurrent")
+    # Before pydantic's own checks, whose errors for a union name each branch (`.int`, `.str`).
+    @field_validator("max_concurrent", mode="before")
     @classmethod
-    def _max_concurrent(cls, value: int | str) -> int | str:
-        if isinstance(value, bool) or (isinstance(value, int) and value < 1):
-            raise ValueError("must be an integer >= 1 or a percentage such as 25%")
-        if isinstance(value, str) and not _PERCENT_RE.match(value):
-            raise ValueError(f"{value!r} must be an integer >= 1 or a percentage such as 25%")
-        return value
+    def _max_concurrent(cls, value: Any) -> Any:
+        wanted = "must be an integer >= 1 or a percentage from 1% to 100%, such as 25%"
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if isinstance(value, str) and _PERCENT_RE.match(value):
+            return value
+        if isinstance(value, int | str) and not isinstance(value, bool):
+            raise ValueError(f"{value!r} {wanted}")
+        raise ValueError(wanted)
 
     def limit(self, members: int) -> int:
         """How many of `members` may be under way at once: a percentage rounds down, >= 1."""
@@ -355,6 +383,19 @@ class FleetSpec(_Model):
     steps: tuple[FleetStep, ...] = ()
     bake: Duration | None = None  # after a step's last member is InSync, before the next
     failure_budget: int = Field(0, alias="failureBudget", ge=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _catch_all_last(cls, value: tuple[FleetStep, ...]) -> tuple[FleetStep, ...]:
+        # A step without matchLabels takes every member left, so a step after it is never used:
+        # almost certainly a step whose matchLabels were forgotten.
+        for index, step in enumerate(value[:-1]):
+            if not step.match_labels:
+                raise ValueError(
+                    f"step {index} has no matchLabels and takes every member left, "
+                    "so the steps after it would be empty: only the last step may omit matchLabels"
+                )
+        return value
 
     def selects(self, labels: dict[str, str]) -> bool:
         match = self.selector.match_labels
@@ -396,6 +437,10 @@ class FleetDeployment(_Model):
 
 
 Document = StackDeployment | FleetDeployment
+_KINDS: dict[str, type[StackDeployment] | type[FleetDeployment]] = {
+    "StackDeployment": StackDeployment,
+    "Fleet": FleetDeployment,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -466,7 +511,9 @@ def parse(text: str | bytes, file: str) -> StackDeployment:
     """Parse one StackDeployment; raise SpecInvalid naming file, line and field."""
     document = parse_document(text, file)
     if not isinstance(document, StackDeployment):
-        raise SpecInvalid([SpecError(file, 1, "kind", "expected a StackDeployment, not a Fleet")])
+        line = _line_of(yaml.compose(text, Loader=yaml.SafeLoader), ("kind",))  # it parsed
+        message = "expected a StackDeployment, not a Fleet"
+        raise SpecInvalid([SpecError(file, line, "kind", message)])
     return document
 
 
@@ -497,9 +544,13 @@ def parse_document(text: str | bytes, file: str) -> Document:
         raise SpecInvalid([SpecError(file, line, "", f"invalid YAML: {problem}")]) from exc
     if not isinstance(data, dict):
         raise SpecInvalid([SpecError(file, 1, "", "a spec is a mapping (apiVersion, kind, ...)")])
-    model: type[StackDeployment] | type[FleetDeployment] = (
-        FleetDeployment if data.get("kind") == "Fleet" else StackDeployment
-    )
+    kind = data.get("kind", "StackDeployment")  # a missing kind is reported by the model
+    if not isinstance(kind, str) or kind not in _KINDS:
+        shown = f"{kind!r} is not a kind: " if isinstance(kind, str) else ""
+        line = _line_of(root, ("kind",))
+        # One error, not the other model's complaints about every field of another kind.
+        raise SpecInvalid([SpecError(file, line, "kind", f"{shown}must be {' or '.join(_KINDS)}")])
+    model = _KINDS[kind]
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -513,8 +564,9 @@ def parse_document(text: str | bytes, file: str) -> Document:
         raise SpecInvalid(errors) from exc
 
 
-def check_unique(specs: dict[str, StackDeployment]) -> list[SpecError]:
-    """Two files claiming one `metadata.name` are both in error (file -> spec given)."""
+def check_unique(specs: dict[str, Document]) -> list[SpecError]:
+    """Two files claiming one `metadata.name` are both in error (file -> document given;
+    give documents of one kind: specs and fleets have a namespace each)."""
     by_name: dict[str, list[str]] = {}
     for file, sd in sorted(specs.items()):
         by_name.setdefault(sd.name, []).append(file)

@@ -9,6 +9,10 @@ Rules of this file:
 - Any other refusal raises UpdateRefused(code, message) for the engine to record.
 - The ClientRequestToken is the one the planner derived (planner.client_request_token),
   never random: a retried step cannot start a second update.
+- Every update states its RollbackConfiguration, even with no triggers: CloudFormation keeps
+  a stack's triggers for later updates unless an update says otherwise, so a switch's alarms
+  would otherwise also roll back the next migrate or scale update. Monitoring time 0: the
+  daemon watches the alarms itself after the update (rollout.bake).
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ from reconciler.aws.clients import Clients
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation.literals import CapabilityType
-    from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
+    from mypy_boto3_cloudformation.type_defs import (
+        ParameterTypeDef,
+        RollbackConfigurationTypeDef,
+        UpdateStackInputTypeDef,
+    )
 
 # Harmless when the template needs none; needed when it names IAM resources or macros.
 CAPABILITIES: list[CapabilityType] = [
@@ -31,6 +39,7 @@ CAPABILITIES: list[CapabilityType] = [
     "CAPABILITY_AUTO_EXPAND",
 ]
 NO_UPDATES = "No updates are to be performed"
+ALARM_TRIGGER = "AWS::CloudWatch::Alarm"
 BUSY_STATE = "_IN_PROGRESS state"
 
 
@@ -53,13 +62,7 @@ def send_update(
     """Send `update` to the spec's stack; "noop" when the stack already has those values."""
     cfn = clients.cloudformation(sp.region, sp.role_arn)
     try:
-        cfn.update_stack(
-            StackName=sp.stack_name,
-            UsePreviousTemplate=True,
-            Parameters=parameters(update),
-            Capabilities=CAPABILITIES,
-            ClientRequestToken=update.token,
-        )
+        cfn.update_stack(**request(sp, update))
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code, message = error.get("Code", "Unknown"), error.get("Message", str(exc))
@@ -71,6 +74,23 @@ def send_update(
     return "sent"
 
 
+def request(sp: spec.Spec, update: model.StackUpdate) -> UpdateStackInputTypeDef:
+    """The UpdateStack request for `update`."""
+    sent: UpdateStackInputTypeDef = {
+        "StackName": sp.stack_name,
+        "UsePreviousTemplate": True,
+        "Parameters": parameters(update),
+        "Capabilities": CAPABILITIES,
+        "ClientRequestToken": update.token,
+        "RollbackConfiguration": rollback_configuration(update),
+    }
+    if update.disable_rollback:
+        # Only when asked: a migration the old image cannot read must not be undone by a
+        # rollback; left out, the stack rolls back on failure as it always did.
+        sent["DisableRollback"] = True
+    return sent
+
+
 def parameters(update: model.StackUpdate) -> list[ParameterTypeDef]:
     """The update's parameters as UpdateStack takes them, None as UsePreviousValue."""
     return [
@@ -79,6 +99,14 @@ def parameters(update: model.StackUpdate) -> list[ParameterTypeDef]:
         else {"ParameterKey": name, "ParameterValue": value}
         for name, value in update.parameters
     ]
+
+
+def rollback_configuration(update: model.StackUpdate) -> RollbackConfigurationTypeDef:
+    """The update's alarms as rollback triggers; an empty list clears the stack's."""
+    return {
+        "RollbackTriggers": [{"Arn": arn, "Type": ALARM_TRIGGER} for arn in update.triggers],
+        "MonitoringTimeInMinutes": 0,
+    }
 
 
 def set_scaling(clients: Clients, sp: spec.Spec, change: model.ScalingChange) -> None:

@@ -22,6 +22,12 @@ Rules of this file (docs/decisions/0008-fleet-observation.md):
   attached to the load balancers the stack's API group had; else the resources are read
   again. What cannot be settled from shared reads returns None: the engine then observes
   that stack alone (observe.py), as it always did.
+- Alarms (rollout.alarms, `with_alarms`): per (region, role) one DescribeAlarms of up to
+  100 names serves every spec that asks within `fresh`. It reads the names every spec of the
+  account asked for lately (a spec observed here is counted as asking), so the specs of one
+  tick share one read; a spec whose names the last read did not cover reads again, with
+  everyone's, paced like the listings. An alarm's state does not depend on our updates to a
+  stack: `touched` does not apply.
 - Read only; nothing here changes AWS.
 """
 
@@ -32,7 +38,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import structlog
 
@@ -63,6 +69,9 @@ T = TypeVar("T")
 Clock = Callable[[], float]
 
 GROUPS_PAGE = 100  # DescribeAutoScalingGroups' largest page
+ALARM_NAMES = 100  # the most names one DescribeAlarms takes
+# Names no spec asked for this long leave the shared alarm reads (a rollout that finished).
+ALARMS_FORGOTTEN = 600.0  # seconds
 RECORDS_PAGE = 1000  # ListObjectsV2's largest page
 STACK_NAME_TAG = "aws:cloudformation:stack-name"
 LOGICAL_ID_TAG = "aws:cloudformation:logical-id"
@@ -120,6 +129,18 @@ RecordsKey = tuple[str, str | None, str, str]  # (region, role, bucket, prefix)
 
 
 @dataclasses.dataclass
+class _Alarms:
+    """The alarms of one account and region, as the last shared DescribeAlarms found them."""
+
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    asked: dict[str, float] = dataclasses.field(default_factory=dict)  # name -> last asked
+    found: Mapping[str, model.Alarm] = dataclasses.field(default_factory=dict)
+    covered: frozenset[str] = frozenset()  # the names the last read asked for
+    started: float = NEVER
+    at: float = NEVER
+
+
+@dataclasses.dataclass
 class _StackMemo:
     """What one stack's steps learned that no listing repeats."""
 
@@ -142,6 +163,7 @@ class Fleet:
         self._touched: dict[tuple[Key, str], float] = {}
         self._memos: dict[tuple[Key, str], _StackMemo] = {}
         self._bodies: dict[str, tuple[str, bytes | None]] = {}  # S3 key -> (ETag, body)
+        self._alarms: dict[Key, _Alarms] = {}
         self._log = structlog.get_logger("reconciler.fleet")
 
     # --- what the engine calls ----------------------------------------------------------
@@ -165,6 +187,8 @@ class Fleet:
     ) -> model.Observed | None:
         """A partial observation (see model.Observed) fresh enough to act on, or None;
         NotYet when the shared reads it needs may not be repeated yet."""
+        # Counted as asking for its alarms before it does: the specs of a tick share a read.
+        self._ask(sp)
         listed = self.stacks.lookup(
             _key(sp), sp.stack_name, fresh, managed, self._not_before(sp), paced=True
         )
@@ -218,6 +242,61 @@ class Fleet:
         found = instances(members, known, healthy)
         grouped = self.with_groups(sp, observed, fresh)  # the same listing: no request
         return None if grouped is None else dataclasses.replace(grouped, api_instances=found)
+
+    def with_alarms(
+        self, sp: spec.Spec, observed: model.Observed, fresh: dt.timedelta
+    ) -> model.Observed:
+        """`observed` with the spec's rollout.alarms by name (an alarm that does not exist
+        is absent), from a shared DescribeAlarms at most `fresh` old; NotYet when that read
+        is due but began moments ago."""
+        names = sp.rollout.alarms
+        if not names:
+            return dataclasses.replace(observed, alarms={})
+        book = self._ask(sp)
+        with book.lock:  # one thread reads; the others wait for its answer
+            now = self._clock()
+            stale = now - book.at > fresh.total_seconds() or not book.covered.issuperset(names)
+            if stale and book.at != NEVER and too_soon(now, book.started, book.at):
+                raise NotYet("the alarms were read moments ago")
+            if stale:
+                wanted = self._wanted(book, now)
+                started = self._clock()
+                book.found = self._read_alarms(_key(sp), sorted(wanted))
+                book.covered, book.started, book.at = wanted, started, self._clock()
+            found = {n: book.found[n] for n in names if n in book.found}
+        return dataclasses.replace(observed, alarms=found)
+
+    # --- alarms ---------------------------------------------------------------------------
+
+    def _ask(self, sp: spec.Spec) -> _Alarms:
+        """Count the spec's alarms in its account's next read."""
+        with self._lock:
+            book = self._alarms.setdefault(_key(sp), _Alarms())
+            now = self._clock()
+            for name in sp.rollout.alarms:
+                book.asked[name] = now
+        return book
+
+    def _wanted(self, book: _Alarms, now: float) -> frozenset[str]:
+        """The names asked for lately in the book's account; the others are forgotten."""
+        with self._lock:
+            book.asked = {n: t for n, t in book.asked.items() if now - t < ALARMS_FORGOTTEN}
+            return frozenset(book.asked)
+
+    def _read_alarms(self, key: Key, names: list[str]) -> Mapping[str, model.Alarm]:
+        region, role = key
+        cloudwatch = self._clients.cloudwatch(region, role)
+        found: dict[str, model.Alarm] = {}
+        for first in range(0, len(names), ALARM_NAMES):
+            pages = cloudwatch.get_paginator("describe_alarms").paginate(
+                AlarmNames=names[first : first + ALARM_NAMES],
+                AlarmTypes=["MetricAlarm", "CompositeAlarm"],
+            )
+            for page in pages:
+                for alarm in [*page.get("MetricAlarms", []), *page.get("CompositeAlarms", [])]:
+                    name = alarm["AlarmName"]
+                    found[name] = model.Alarm(name, alarm["AlarmArn"], _state(alarm))
+        return found
 
     # --- groups -------------------------------------------------------------------------
 
@@ -368,6 +447,14 @@ class Fleet:
 
 def _key(sp: spec.Spec) -> Key:
     return (sp.region, sp.role_arn)
+
+
+def _state(alarm: Mapping[str, Any]) -> model.AlarmState:
+    state = alarm.get("StateValue")
+    if state in ("OK", "ALARM"):
+        return cast("model.AlarmState", state)
+    # AWS knows no other state; anything else is as good as no data.
+    return "INSUFFICIENT_DATA"
 
 
 def _prefix(record_key: str) -> str:

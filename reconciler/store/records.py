@@ -43,6 +43,8 @@ ROLLOUT_FIELDS: tuple[str, ...] = (
     "reason",
     "scaling_suspended_at",
     "scaling_resumed_at",
+    "irreversible_at",
+    "healthy_at",
 )
 
 
@@ -88,6 +90,8 @@ def rollout_fields(r: model.RolloutMemory) -> Fields:
         "reason": r.reason,
         "scaling_suspended_at": ts_opt(r.scaling_suspended_at),
         "scaling_resumed_at": ts_opt(r.scaling_resumed_at),
+        "irreversible_at": ts_opt(r.irreversible_at),
+        "healthy_at": ts_opt(r.healthy_at),
     }
 
 
@@ -146,6 +150,8 @@ def rollout(row: Mapping[str, Any]) -> model.RolloutMemory:
         reason=row.get("reason"),
         scaling_suspended_at=parse_ts_opt(row.get("scaling_suspended_at")),
         scaling_resumed_at=parse_ts_opt(row.get("scaling_resumed_at")),
+        irreversible_at=parse_ts_opt(row.get("irreversible_at")),
+        healthy_at=parse_ts_opt(row.get("healthy_at")),
     )
 
 

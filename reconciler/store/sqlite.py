@@ -167,6 +167,12 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """,
     # A failure's reason code (reconciler.reasons): what programs read, not its wording.
     _code_failures,
+    # Issue 13: when a rollout became irreversible and when its API group was healthy (the
+    # bake starts there); rows written before read them as NULL.
+    """
+    ALTER TABLE rollouts ADD COLUMN irreversible_at TEXT;
+    ALTER TABLE rollouts ADD COLUMN healthy_at TEXT;
+    """,
 )
 
 _ROLLOUT_COLUMNS = ", ".join(records.ROLLOUT_FIELDS)

@@ -60,3 +60,48 @@ def test_a_refused_update_raises_with_code_and_message(stack: Stack, clients: Cl
         send_update(clients, sp, _update(stack, {"KeyName": "x"}))
     assert caught.value.code == "ValidationError"
     assert "Gone" in caught.value.message
+
+
+def _sent(clients: Clients) -> list[dict[str, object]]:
+    """The UpdateStack requests `clients` makes from now on, as boto3 was given them."""
+    sent: list[dict[str, object]] = []
+    clients.cloudformation(REGION).meta.events.register(
+        "provide-client-params.cloudformation.UpdateStack",
+        lambda params, **_: sent.append(dict(params)),
+    )
+    return sent
+
+
+ARN = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:api-5xx"
+
+
+def test_every_update_states_its_rollback_triggers(stack: Stack, clients: Clients) -> None:
+    """An update with triggers sends them as CloudWatch alarm triggers, monitored 0 minutes;
+    one without sends an empty list, which clears the triggers a switch left on the stack
+    (CloudFormation keeps them for later updates otherwise)."""
+    sent = _sent(clients)
+    switch = StackUpdate("switch", _update(stack, {"KeyName": "a"}).parameters, "t-1", (ARN,))
+    migrate = _update(stack, {"KeyName": "b"}, token="t-2")
+    assert send_update(clients, stack.spec(), switch) == "sent"
+    assert send_update(clients, stack.spec(), migrate) == "sent"
+    first, second = sent
+    assert first["RollbackConfiguration"] == {
+        "RollbackTriggers": [{"Arn": ARN, "Type": "AWS::CloudWatch::Alarm"}],
+        "MonitoringTimeInMinutes": 0,
+    }
+    assert second["RollbackConfiguration"] == {
+        "RollbackTriggers": [],
+        "MonitoringTimeInMinutes": 0,
+    }
+    assert "DisableRollback" not in first and "DisableRollback" not in second
+
+
+def test_disable_rollback_is_sent_only_when_asked(stack: Stack, clients: Clients) -> None:
+    sent = _sent(clients)
+    params = _update(stack, {"KeyName": "c"}).parameters
+    update = StackUpdate("switch", params, "t-3", (ARN,), disable_rollback=True)
+    assert send_update(clients, stack.spec(), update) == "sent"
+    (request,) = sent
+    assert request["DisableRollback"] is True
+    assert request["ClientRequestToken"] == "t-3"
+    assert _live(stack.name)["KeyName"] == "c"

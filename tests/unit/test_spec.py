@@ -279,3 +279,227 @@ def test_check_unique_names_both_files() -> None:
     ]
     assert "b.yaml" in errors[0].message and "a.yaml" in errors[1].message
     assert spec.check_unique({"a.yaml": deployment}) == []
+
+
+# -- issue 13: labels, rollout.alarms and bake, and `kind: Fleet` documents -------------------
+
+LABELLED = BASE.replace("  name: biglearn-api\n", "  name: biglearn-api\n  labels:\n")
+LABEL_LINE = 6  # the first label in LABELLED
+FLEET = """\
+apiVersion: reconciler/v1
+kind: Fleet
+metadata:
+  name: api
+spec:
+  selector:
+    matchLabels: {app: api}
+"""
+FLEET_NEXT = 8  # the line of the first thing appended to FLEET
+
+
+def test_labels_alarms_and_bake_parse() -> None:
+    """Labels in Kubernetes' spelling (a prefixed key, an empty value), five distinct alarms
+    and a bake that watches them are valid."""
+    text = (
+        LABELLED.replace("  labels:\n", "  labels:\n    app: api\n    example.com/tier: ''\n")
+        + "  rollout:\n    alarms: [a, b, c, d, 'api 5xx > 1%']\n    bake: 10m\n"
+    )
+    deployment = parse(text)
+    assert deployment.metadata.labels == {"app": "api", "example.com/tier": ""}
+    assert deployment.spec.rollout.alarms == ("a", "b", "c", "d", "api 5xx > 1%")
+    assert deployment.spec.rollout.bake == dt.timedelta(minutes=10)
+
+
+def test_a_fleet_parses_with_its_defaults() -> None:
+    """The issue's example document; a step without maxConcurrent takes 1."""
+    text = FLEET + (
+        "  steps:\n    - matchLabels: {tier: canary}\n    - maxConcurrent: 25%\n"
+        "  bake: 10m\n  failureBudget: 2\n"
+    )
+    fleet = spec.parse_document(text, FILE)
+    assert isinstance(fleet, spec.FleetDeployment)
+    assert fleet.name == "api" and fleet.spec.selector.match_labels == {"app": "api"}
+    assert [s.max_concurrent for s in fleet.spec.steps] == [1, "25%"]
+    assert fleet.spec.bake == dt.timedelta(minutes=10) and fleet.spec.failure_budget == 2
+    bare = spec.parse_document(FLEET, FILE)
+    assert isinstance(bare, spec.FleetDeployment)
+    assert (bare.spec.steps, bare.spec.bake, bare.spec.failure_budget) == ((), None, 0)
+
+
+# (case, document, line, field, part of the message): each is the document's only error.
+INVALID_ISSUE_13: list[tuple[str, str, int, str, str]] = [
+    (
+        "label key",
+        LABELLED.replace("  labels:\n", "  labels:\n    app: api\n    'bad key!': x\n"),
+        LABEL_LINE + 1,
+        "metadata.labels.bad key!",
+        "label key 'bad key!'",
+    ),
+    (
+        "label value",
+        LABELLED.replace("  labels:\n", "  labels:\n    app: -api-\n"),
+        LABEL_LINE,
+        "metadata.labels.app",
+        "'-api-' must be at most 63",
+    ),
+    (
+        "label value not a string",
+        LABELLED.replace("  labels:\n", "  labels:\n    replicas: 3\n"),
+        LABEL_LINE,
+        "metadata.labels.replicas",
+        "string",
+    ),
+    (
+        "six alarms",
+        BASE + "  rollout:\n    verifyHealth: true\n    alarms: [a, b, c, d, e, f]\n",
+        NEXT + 2,
+        "spec.rollout.alarms",
+        "at most 5 alarms",
+    ),
+    (
+        "an alarm twice",
+        BASE + "  rollout:\n    alarms:\n      - a\n      - b\n      - a\n",
+        NEXT + 1,
+        "spec.rollout.alarms",
+        "names 'a' more than once",
+    ),
+    (
+        "bake without alarms",
+        BASE + "  rollout:\n    timeout: 45m\n    bake: 10m\n",
+        NEXT + 2,
+        "spec.rollout.bake",
+        "name at least one alarm",
+    ),
+    (
+        "maxConcurrent 0",
+        FLEET + "  steps:\n    - matchLabels: {tier: canary}\n      maxConcurrent: 0\n",
+        FLEET_NEXT + 2,
+        "spec.steps.0.maxConcurrent",
+        "0 must be an integer >= 1 or a percentage",
+    ),
+    (
+        "maxConcurrent 150%",
+        FLEET + "  steps:\n    - maxConcurrent: 1\n      matchLabels: {a: b}\n"
+        "    - maxConcurrent: 150%\n",
+        FLEET_NEXT + 3,
+        "spec.steps.1.maxConcurrent",
+        "'150%' must be",
+    ),
+    (
+        "maxConcurrent abc",
+        FLEET + "  steps:\n    - maxConcurrent: abc\n",
+        FLEET_NEXT + 1,
+        "spec.steps.0.maxConcurrent",
+        "'abc' must be",
+    ),
+    (
+        "maxConcurrent true",
+        FLEET + "  steps:\n    - maxConcurrent: true\n",
+        FLEET_NEXT + 1,
+        "spec.steps.0.maxConcurrent",
+        "must be an integer >= 1",
+    ),
+    (
+        "fleet without selector",
+        FLEET.replace("  selector:\n    matchLabels: {app: api}\n", "  bake: 10m\n"),
+        5,
+        "spec.selector",
+        "required",
+    ),
+    (
+        "fleet with an empty selector",
+        FLEET.replace("{app: api}", "{}"),
+        7,
+        "spec.selector.matchLabels",
+        "at least one label",
+    ),
+    (
+        "failureBudget -1",
+        FLEET + "  bake: 5m\n  failureBudget: -1\n",
+        FLEET_NEXT + 1,
+        "spec.failureBudget",
+        "greater than or equal to 0",
+    ),
+    (
+        "unknown key in a fleet",
+        FLEET + "  maxConcurent: 2\n",
+        FLEET_NEXT,
+        "spec.maxConcurent",
+        "unknown key",
+    ),
+    (
+        "labels on a fleet",
+        FLEET.replace("  name: api\n", "  name: api\n  labels: {app: api}\n"),
+        5,
+        "metadata.labels",
+        "unknown key",
+    ),
+    (
+        "a catch-all step before another",
+        FLEET + "  steps:\n    - maxConcurrent: 1\n    - matchLabels: {tier: canary}\n",
+        FLEET_NEXT,
+        "spec.steps",
+        "only the last step may omit matchLabels",
+    ),
+    (
+        "kind Flet",
+        FLEET.replace("kind: Fleet", "kind: Flet"),
+        2,
+        "kind",
+        "'Flet' is not a kind: must be StackDeployment or Fleet",
+    ),
+    (
+        "kind not a string",
+        BASE.replace("kind: StackDeployment", "kind: [Fleet]"),
+        2,
+        "kind",
+        "must be StackDeployment or Fleet",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "message"),
+    [case[1:] for case in INVALID_ISSUE_13],
+    ids=[case[0] for case in INVALID_ISSUE_13],
+)
+def test_invalid_fields_of_issue_13(text: str, line: int, field: str, message: str) -> None:
+    """Each document fails with exactly one error, at the field's own line."""
+    with pytest.raises(spec.SpecInvalid) as caught:
+        spec.parse_document(text, FILE)
+    errors = caught.value.errors
+    assert [(e.file, e.line, e.field) for e in errors] == [(FILE, line, field)], errors
+    assert message in errors[0].message, errors
+
+
+def test_parse_refuses_a_fleet() -> None:
+    """`parse` is for specs only: a fleet document is an error at its kind."""
+    (error,) = errors_of(FLEET)
+    assert (error.line, error.field) == (2, "kind")
+    assert "not a Fleet" in error.message
+
+
+@pytest.mark.parametrize(
+    ("max_concurrent", "members", "limit"),
+    [(1, 10, 1), (3, 2, 3), ("25%", 10, 2), ("25%", 3, 1), ("50%", 5, 2), ("100%", 7, 7)],
+)
+def test_a_percentage_rounds_down_to_at_least_one(
+    max_concurrent: int | str, members: int, limit: int
+) -> None:
+    """maxConcurrent of N% lets N% of the step's members (rounded down, at least 1) go at once."""
+    step = spec.FleetStep.model_validate({"maxConcurrent": max_concurrent})
+    assert step.limit(members) == limit
+
+
+def test_a_member_joins_the_first_step_whose_labels_it_has() -> None:
+    """Steps are tried in order; a member matching none is in the implicit last step."""
+    fleet = spec.FleetSpec.model_validate(
+        {
+            "selector": {"matchLabels": {"app": "api"}},
+            "steps": [{"matchLabels": {"tier": "canary"}}, {"matchLabels": {"region": "eu"}}],
+        }
+    )
+    assert fleet.step_of({"app": "api", "tier": "canary", "region": "eu"}) == 0
+    assert fleet.step_of({"app": "api", "region": "eu"}) == 1
+    assert fleet.step_of({"app": "api", "region": "us"}) == 2
+    assert fleet.step(2) == spec.LAST_STEP

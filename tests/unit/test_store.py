@@ -115,6 +115,11 @@ def test_mark_rollout_sets_only_given_fields(store: Store) -> None:
     )
     assert (rollout.switch_started_at, rollout.switched_at) == (t(4), t(5))
     assert rollout.started_at == T0 and rollout.active
+    store.apply("api", [model.MarkRollout(irreversible_at=t(6))])
+    store.apply("api", [model.MarkRollout(healthy_at=t(7))])
+    [row] = store.history("api")
+    assert (row.irreversible_at, row.healthy_at, row.switched_at) == (t(6), t(7), t(5))
+    assert store.load("api").rollout == row
 
 
 def test_finish_rollout_keeps_it_as_latest(store: Store) -> None:
@@ -448,7 +453,8 @@ images = st.sampled_from(["ami-1", "ami-2", "ami-3"])
 
 EFFECTS = (
     st.builds(model.StartRollout, images, words, st.none() | images, times, opt_times, opt_times),
-    st.builds(model.MarkRollout, opt_times, opt_times, opt_times, opt_times, opt_times, opt_times),
+    # Every time MarkRollout can set, so a new one the stores forget to keep fails here.
+    st.builds(model.MarkRollout, *[opt_times] * len(model.MARK_TIMES)),
     st.builds(
         model.FinishRollout,
         st.sampled_from(["succeeded", "failed", "superseded"]),

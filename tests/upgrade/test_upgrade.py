@@ -95,7 +95,21 @@ WORKER_MEMORY = model.Memory(
 def test_old_store_is_migrated_to_the_current_schema(store: Store) -> None:
     """Opening the old database moves it to the newest schema version."""
     version = sqlite3.connect(store.path).execute("SELECT version FROM schema_version")
-    assert version.fetchone()[0] == 6
+    assert version.fetchone()[0] == 7
+
+
+def test_old_rollouts_gain_the_issue_13_times_unset_and_can_mark_them(store: Store) -> None:
+    """Rows from before schema 7 read irreversible_at and healthy_at as None; the active
+    one takes them by MarkRollout and history shows them, older rows untouched."""
+    assert all(
+        (r.irreversible_at, r.healthy_at) == (None, None)
+        for name in (API, WORKER)
+        for r in store.history(name)
+    )
+    store.apply(API, [model.MarkRollout(irreversible_at=m(1), healthy_at=m(2))])
+    latest, older = store.history(API)
+    assert (latest.id, latest.irreversible_at, latest.healthy_at) == (3, m(1), m(2))
+    assert (older.irreversible_at, older.healthy_at) == (None, None)
 
 
 def test_old_store_loads_the_same_memory(store: Store) -> None:
