@@ -308,13 +308,15 @@ def cmd_validate(args: argparse.Namespace, conf: settings.Settings) -> int:
     for path in paths:
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
-    specs, errors = catalog.load_paths(paths)
+    specs, fleets, errors = catalog.load_paths(paths)
     for error in errors:
         print(error)
     if errors:
         print(f"{len(errors)} error(s) in {len({e.file for e in errors})} file(s)", file=sys.stderr)
         return EXIT_FAILED
     print(f"{len(specs)} spec(s) valid: {', '.join(sorted(specs)) or '-'}")
+    if fleets:  # a folder without fleets prints what it printed before fleets existed
+        print(f"{len(fleets)} fleet(s) valid: {', '.join(sorted(fleets))}")
     return EXIT_OK
 
 

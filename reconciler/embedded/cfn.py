@@ -12,6 +12,16 @@ Rules of this file:
   because moto's backends are not thread-safe.
 - A stack's `generation` counts interventions (a new update, set_status, delete): a timeline
   step whose generation is stale does nothing, so a test can freeze a stack mid-update.
+- Rollback triggers (moto ignores RollbackConfiguration): kept per stack; an update that
+  omits RollbackTriggers keeps the stack's, one that gives them replaces them (an empty list
+  clears them). While an update is UPDATE_IN_PROGRESS, which lasts MonitoringTimeInMinutes
+  longer, a trigger alarm in ALARM, or missing, rolls it back at once, the reason naming the
+  alarm. The alarms are checked when the update starts and after every CloudWatch request
+  (`check_alarms`, called by the WSGI layer): moto changes alarm states only when asked to,
+  so nothing needs to poll.
+- DisableRollback: a failure (fail_next, a trigger) ends the update UPDATE_FAILED with its
+  new parameters in place, instead of rolling back. AWS documents "preserve the state on
+  failure" and nothing specific to triggers; a trigger alarm is treated as any failure.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from typing import Any
 from moto.autoscaling.models import FakeAutoScalingGroup, autoscaling_backends
 from moto.cloudformation.models import Event, Stack, cloudformation_backends
 from moto.cloudformation.utils import get_stack_from_s3_url
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.utils import utcnow
 from moto.utilities.utils import get_partition
 
@@ -50,6 +61,11 @@ FAILURE: tuple[Step, ...] = (
     (0.8, "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", None),
     (1.0, "UPDATE_ROLLBACK_COMPLETE", None),
 )
+# DisableRollback: the failure stays, and so do the update's parameters.
+FAILURE_KEPT: tuple[Step, ...] = ((0.5, "UPDATE_FAILED", None),)
+CLEANUP = "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS"  # past it, nothing rolls the update back
+MAX_TRIGGERS = 5
+TRIGGER_TYPES = frozenset({"AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm"})
 # CancelUpdateStack and ContinueUpdateRollback: the rollback starts at once.
 ROLLBACK_NOW: tuple[Step, ...] = (
     (0.0, "UPDATE_ROLLBACK_IN_PROGRESS", _APPLY_OLD),
@@ -76,6 +92,23 @@ class _Update:
     old_template: str
     old_parameters: dict[str, str]
     failure: str | None  # the rollback reason when this update is to fail
+    disable_rollback: bool = False
+    monitor_seconds: float = 0.0  # MonitoringTimeInMinutes: UPDATE_IN_PROGRESS lasts longer
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollback:
+    """A stack's rollback configuration, as its last update left it."""
+
+    triggers: tuple[tuple[str, str], ...] = ()  # (alarm ARN, type)
+    monitoring_minutes: int = 0
+
+    def rendered(self) -> dict[str, Any]:
+        """As DescribeStacks shows it (moto renders a `rollback_configuration` attribute)."""
+        return {
+            "RollbackTriggers": [{"Arn": arn, "Type": kind} for arn, kind in self.triggers],
+            "MonitoringTimeInMinutes": self.monitoring_minutes,
+        }
 
 
 class StackUpdates:
@@ -89,6 +122,7 @@ class StackUpdates:
         self._running: dict[str, _Update] = {}  # stack id -> the update in progress
         self._fail_next: dict[str, str] = {}  # stack name or id -> rollback reason
         self._interrupted: dict[str, _Update] = {}  # stack id -> update frozen by set_status
+        self._rollback: dict[str, Rollback] = {}  # stack id -> its rollback configuration
         self._threads: list[threading.Thread] = []
 
     # --- controls ---------------------------------------------------------------------
@@ -110,6 +144,16 @@ class StackUpdates:
         with self.lock:
             self._intervene(stack)
 
+    def rollback_configuration(self, stack: Stack) -> Rollback:
+        with self.lock:
+            return self._rollback.get(stack.stack_id, Rollback())
+
+    def check_alarms(self) -> None:
+        """Roll back every update in progress that a trigger alarm of its stack stops."""
+        with self.lock:
+            for update in list(self._running.values()):
+                self._watch(update)
+
     def join(self, timeout: float) -> None:
         for thread in list(self._threads):
             thread.join(timeout)
@@ -130,16 +174,27 @@ class StackUpdates:
                 )
             template = _template(stack, form, account_id, region)
             parameters = resolve_parameters(stack, template, parse_parameters(form))
+            rollback = parse_rollback(form, self._rollback.get(stack.stack_id, Rollback()))
             if stack.template == template and live_parameters(stack) == parameters:
                 raise Refused("No updates are to be performed.")
-            self._start(stack, template, parameters, token)
+            self._rollback[stack.stack_id] = rollback
+            setattr(stack, "rollback_configuration", rollback.rendered())  # noqa: B010
+            self._start(stack, template, parameters, token, form.get("DisableRollback") == "true")
             return str(stack.stack_id)
 
     def _start(
-        self, stack: Stack, template: str, parameters: dict[str, str], token: str | None
+        self,
+        stack: Stack,
+        template: str,
+        parameters: dict[str, str],
+        token: str | None,
+        disable_rollback: bool = False,
     ) -> None:
         failure = self._fail_next.pop(stack.name, None) or self._fail_next.pop(stack.stack_id, None)
         update = _Update(stack, token, str(stack.template), live_parameters(stack), failure)
+        update.disable_rollback = disable_rollback
+        monitoring = self._rollback.get(stack.stack_id, Rollback()).monitoring_minutes
+        update.monitor_seconds = 60.0 * monitoring
         generation = self._intervene(stack)
         self._running[stack.stack_id] = update
         # moto's serializer renders it as LastUpdatedTime; AWS sets it when an update starts.
@@ -149,7 +204,11 @@ class StackUpdates:
             _apply(stack, template, parameters)
         except Exception as exc:  # any moto failure is a failed update, as in AWS
             update.failure = update.failure or f"Update failed: {exc}"
-        self._launch(update, generation, FAILURE if update.failure is not None else SUCCESS)
+        if update.failure is None:
+            self._launch(update, generation, SUCCESS)
+            self._watch(update)  # an alarm already in ALARM stops it at once
+        else:
+            self._launch(update, generation, FAILURE_KEPT if disable_rollback else FAILURE)
 
     def _launch(self, update: _Update, generation: int, steps: tuple[Step, ...]) -> None:
         # Steps due at once are taken before the call returns (the caller holds `lock`):
@@ -196,11 +255,38 @@ class StackUpdates:
             self._running[stack.stack_id] = update
             self._launch(update, generation, ROLLBACK_NOW)
 
+    def _watch(self, update: _Update) -> None:
+        """Stop `update` when one of its stack's triggers is in ALARM or missing (the caller
+        holds `lock`). Only while UPDATE_IN_PROGRESS: CloudFormation does not watch
+        triggers during a rollback, nor once cleanup began."""
+        stack = update.stack
+        if stack.status != "UPDATE_IN_PROGRESS" or self._running.get(stack.stack_id) is not update:
+            return
+        for arn, _ in self._rollback.get(stack.stack_id, Rollback()).triggers:
+            state = alarm_state(arn)
+            if state == "ALARM":
+                reason = f"Rollback triggered: alarm {arn} is in ALARM state"
+            elif state is None:
+                reason = f"Rollback triggered: alarm {arn} does not exist"
+            else:
+                continue
+            update.failure = reason
+            generation = self._intervene(stack)
+            if update.disable_rollback:
+                self._transition(stack, "UPDATE_FAILED", reason, update.token)
+            else:
+                self._running[stack.stack_id] = update
+                self._launch(update, generation, ROLLBACK_NOW)
+            return
+
     def _play(self, update: _Update, generation: int, steps: tuple[Step, ...]) -> None:
         started = 0.0
+        hold = 0.0
         for fraction, status, action in steps:
+            if status == CLEANUP:  # the monitoring time holds the update before its cleanup
+                hold = update.monitor_seconds
             # Read the setting per step so a test may shorten a running update.
-            delay = max(0.0, fraction * self._update_seconds() - started)
+            delay = max(0.0, fraction * self._update_seconds() + hold - started)
             if self._stopping.wait(delay):
                 return
             started += delay
@@ -211,7 +297,8 @@ class StackUpdates:
 
     def _step(self, update: _Update, status: str, action: str | None) -> None:
         stack = update.stack
-        reason = update.failure if status == "UPDATE_ROLLBACK_IN_PROGRESS" else None
+        failing = status in ("UPDATE_ROLLBACK_IN_PROGRESS", "UPDATE_FAILED")
+        reason = update.failure if failing else None
         if status == "UPDATE_ROLLBACK_IN_PROGRESS":
             self._interrupted.pop(stack.stack_id, None)
         if action == _APPLY_OLD:
@@ -231,6 +318,10 @@ class StackUpdates:
     @staticmethod
     def _transition(stack: Stack, status: str, reason: str | None, token: str | None) -> None:
         stack.status = status
+        # StackStatusReason says why a stack failed or is rolling back; AWS leaves it empty
+        # for the other statuses (their reason, such as "User Initiated", is in the events).
+        failing = status.endswith(("_FAILED", "ROLLBACK_IN_PROGRESS"))
+        setattr(stack, "stack_status_reason", reason if failing else None)  # noqa: B010
         event = Event(
             stack_id=stack.stack_id,
             stack_name=stack.name,
@@ -265,6 +356,44 @@ def _template(stack: Stack, form: Mapping[str, str], account_id: str, region: st
         url = form["TemplateURL"]
         return str(get_stack_from_s3_url(url, account_id, get_partition(region)))
     raise Refused("Either Template URL or Template Body must be specified.")
+
+
+def parse_rollback(form: Mapping[str, str], previous: Rollback) -> Rollback:
+    """The stack's rollback configuration after an update with these form fields.
+
+    Triggers left out keep the stack's; given, they replace them, and an empty list (the
+    query protocol sends `RollbackConfiguration.RollbackTriggers=`) clears them.
+    """
+    prefix = "RollbackConfiguration.RollbackTriggers"
+    members: dict[int, dict[str, str]] = {}
+    for key, value in form.items():
+        parts = key.split(".")
+        if len(parts) == 5 and ".".join(parts[:2]) == prefix and parts[2] == "member":
+            members.setdefault(int(parts[3]), {})[parts[4]] = value
+    triggers = previous.triggers
+    if members or prefix in form:
+        given = [members[n] for n in sorted(members)]
+        if len(given) > MAX_TRIGGERS:
+            raise Refused(f"A stack can have at most {MAX_TRIGGERS} rollback triggers")
+        for trigger in given:
+            if trigger.get("Type") not in TRIGGER_TYPES or not trigger.get("Arn"):
+                raise Refused(f"Rollback trigger {trigger} needs an alarm Arn and Type")
+        triggers = tuple((t["Arn"], t["Type"]) for t in given)
+    minutes = form.get("RollbackConfiguration.MonitoringTimeInMinutes")
+    monitoring = previous.monitoring_minutes if minutes is None else int(minutes)
+    if not 0 <= monitoring <= 180:
+        raise Refused("MonitoringTimeInMinutes must be between 0 and 180")
+    return Rollback(triggers, monitoring)
+
+
+def alarm_state(arn: str) -> str | None:
+    """The state of the CloudWatch alarm `arn` in moto; None when there is no such alarm."""
+    parts = arn.split(":", 6)  # arn:partition:cloudwatch:region:account:alarm:name
+    if len(parts) != 7 or parts[2] != "cloudwatch" or parts[5] != "alarm":
+        return None
+    _, _, _, region, account, _, name = parts
+    alarm = cloudwatch_backends[account][region].alarms.get(name)
+    return None if alarm is None or alarm.alarm_arn != arn else str(alarm.state_value)
 
 
 def parse_parameters(form: Mapping[str, str]) -> list[dict[str, str]]:

@@ -249,6 +249,30 @@ class Emulator:
         """Force a status (e.g. UPDATE_ROLLBACK_FAILED); stops an update in progress."""
         self.updates.set_status(self._stack(stack_name), status, reason)
 
+    def put_alarm(self, name: str, state: str = "OK") -> str:
+        """A CloudWatch metric alarm in `state`, as rollout.alarms names them; its ARN."""
+        cloudwatch = self.client("cloudwatch")
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            MetricName="HTTPCode_Backend_5XX",
+            Namespace="AWS/ELB",
+            Statistic="Sum",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=1.0,
+            ComparisonOperator="GreaterThanOrEqualToThreshold",
+        )
+        self.set_alarm_state(name, state)
+        found = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]
+        return str(found[0]["AlarmArn"])
+
+    def set_alarm_state(self, name: str, state: str, reason: str = "set by the emulator") -> None:
+        """Move an alarm to OK, ALARM or INSUFFICIENT_DATA (moto evaluates no metrics). An
+        update whose rollback triggers include it rolls back before this returns."""
+        self.client("cloudwatch").set_alarm_state(
+            AlarmName=name, StateValue=state, StateReason=reason
+        )
+
     def stack_status(self, stack_name: str) -> str:
         """The status as the emulator holds it, read past the fault layer: a test or the
         demo watching a stack must not be throttled by the faults it injects for the daemon."""

@@ -10,6 +10,9 @@ Rules of this file:
   raises the same `ClientError` (code, message, HTTP status) that AWS would cause.
 - Every request runs under the update layer's lock and its body is read inside it: moto's
   backends are not thread-safe and the update timelines mutate them from other threads.
+- CloudWatch (SigV4 service `monitoring`) is moto's; after each of its requests the update
+  layer checks the rollback triggers of the updates in progress, so an alarm set to ALARM
+  rolls an update back before the SetAlarmState call returns.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 _SCOPE_RE = re.compile(r"Credential=([^/]+)/\d{8}/([^/]+)/([^/]+)/")
 _QUERY_SERVICES = frozenset({"cloudformation", "autoscaling", "elasticloadbalancing", "sts", "iam"})
+CLOUDWATCH = "monitoring"  # CloudWatch's name in the SigV4 credential scope
 _OURS = frozenset({"UpdateStack", "CancelUpdateStack", "ContinueUpdateRollback"})
 _CFN_NS = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
 
@@ -81,6 +85,8 @@ class Middleware:
             answer = [b"".join(self._app(environ, start_response))]
             if service == "cloudformation" and action == "CreateStack":
                 self._tag_created(access_key, region, body)
+            if service == CLOUDWATCH:
+                self._updates.check_alarms()
             return answer
 
     def _tag_created(self, access_key: str, region: str, body: bytes) -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from reconciler import cli, settings
 from reconciler.store import Store
+from tests.unit import test_catalog
 
 # Texts to try as a bad value; each option's parser must refuse at least one of them.
 # An existing file is no directory (for --state-dir and --gpg-home).
@@ -394,3 +395,17 @@ def test_the_daemon_uses_the_tunables_it_is_given(tmp_path: pathlib.Path) -> Non
     finally:
         d.store.close()
         d._lock_file.release()
+
+
+def test_validate_counts_fleets_only_when_there_are_some(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder of specs prints what it printed before fleets; fleets add a line of their own."""
+    (tmp_path / "a.yaml").write_text(test_catalog.text("a"))
+    assert cli.main(["validate", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "1 spec(s) valid: a\n"
+    (tmp_path / "fleets").mkdir()
+    (tmp_path / "fleets" / "api.yaml").write_text(test_catalog.fleet("api"))
+    (tmp_path / "b.yaml").write_text(test_catalog.labelled("b", app="api"))
+    assert cli.main(["validate", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "2 spec(s) valid: a, b\n1 fleet(s) valid: api\n"
