@@ -428,12 +428,3 @@ def _read_local(path: pathlib.Path) -> SpecFile | spec.SpecError:
     except OSError as exc:
         return spec.SpecError(name, 1, "", f"cannot read: {exc.strerror or exc}")
     return SpecFile(name, text, blob_sha(text), LOCAL_REVISION)
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedFleet:
-    deployment: spec.FleetDeployment
-    file: str
-    revision: str
-    stale: bool
-    removed: bool = False
