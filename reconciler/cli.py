@@ -362,15 +362,16 @@ def cmd_plan(args: argparse.Namespace, conf: settings.Settings) -> int:
     return EXIT_FAILED if errors else EXIT_OK
 
 
-def _fleet_of(
+def _fleet_and_step(
     loaded: catalog.LoadedSpec, fleets: dict[str, catalog.LoadedFleet]
-) -> tuple[str, int] | None:
-    """The spec's fleet and 1-based step (the catalog refuses a spec in two fleets)."""
+) -> dict[str, Any]:
+    """The spec's fleet and 1-based step, or None and None (the catalog refuses a spec in
+    two fleets)."""
     labels = loaded.deployment.metadata.labels
     for name, fleet in sorted(fleets.items()):
         if fleet.deployment.spec.selects(labels):
-            return name, fleet.deployment.spec.step_of(labels) + 1
-    return None
+            return {"fleet": name, "step": fleet.deployment.spec.step_of(labels) + 1}
+    return {"fleet": None, "step": None}
 
 
 def _plan_fleets(
@@ -427,7 +428,6 @@ def _plan_row(
 ) -> dict[str, Any]:
     sp = loaded.deployment.spec
     live = dict(observed.stack.parameters) if observed.stack else {}
-    fleet = _fleet_of(loaded, fleets)
     return {
         "name": loaded.deployment.name,
         "stackName": sp.stack_name,
@@ -439,8 +439,7 @@ def _plan_row(
         "next": decision.message,
         "update": decision.update.changes if decision.update else None,
         "updateKind": decision.update.kind if decision.update else None,
-        "fleet": fleet[0] if fleet else None,
-        "step": fleet[1] if fleet else None,
+        **_fleet_and_step(loaded, fleets),
     }
 
 
