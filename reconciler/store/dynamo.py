@@ -5,8 +5,9 @@ Rules of this file:
   (`approval`, `failure`, `lease`, `override`, `owned`, `pause`, `pending`, and
   `rollout#0000000042`; the single kinds all sort before `rollout#`, so one key-range
   query reads a spec's memory without its history). The notification outbox lives under
-  `pk = "~outbox"` (a spec name is `[a-z0-9-]`, so it cannot clash). Schema and setup:
-  `docs/replicas.md`; `create_table()` makes it.
+  `pk = "~outbox"`, a fleet under `pk = "~fleet#NAME"` (`fleet` for its halt and epoch,
+  `slot#0000000000` per step; a spec name is `[a-z0-9-]`, so neither can clash). Schema
+  and setup: `docs/replicas.md`; `create_table()` makes it.
 - It speaks only `reconciler.model` values and decides nothing, exactly like the SQLite
   store: `apply()` folds the effects into the stored memory with the one fold
   (`reconciler.fold`) and writes the items the fold reports changed, each laid out as
@@ -45,6 +46,12 @@ Item = dict[str, Any]  # a DynamoDB item in the low-level wire format
 OUTBOX = "~outbox"
 LEASE = "lease"
 ROLLOUT = "rollout#"
+FLEET = "~fleet#"  # + the fleet's name: its items' pk
+HALT = "fleet"  # the fleet's halt (halt_* attributes, absent when not halted) and epoch
+SLOT = "slot#"  # + the 0-based step, fixed width: `holders` (JSON) and `version`
+# A start that loses the race for its step's slot item reads again and retries; this many
+# losses in a row is contention no fleet's maxConcurrent should see.
+SLOT_ATTEMPTS = 8
 # The sort key of each single record of a spec's memory (fold.Record); all sort < ROLLOUT.
 _SK: dict[fold.Record, str] = {
     "approved_image": "approval",
@@ -285,10 +292,15 @@ class DynamoStore:
 
     def _query(self, name: str, prefix: str = "", newest_first: bool = False) -> Iterator[Item]:
         paginator = self.client.get_paginator("query")
+        values = {":pk": _wire(name)}
+        condition = "pk = :pk"
+        if prefix:  # DynamoDB refuses an empty key value, even to begins_with
+            condition += " AND begins_with(sk, :prefix)"
+            values[":prefix"] = _wire(prefix)
         pages = paginator.paginate(
             TableName=self.table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": _wire(name), ":prefix": _wire(prefix)},
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
             ScanIndexForward=not newest_first,
             ConsistentRead=True,
         )
@@ -347,6 +359,18 @@ class DynamoStore:
         for the spec is written unfenced: it is an intent, not state derived from a stale
         observation, and any replica's HTTP API must accept it. Held, it is fenced.
         """
+        return self._attempt(name, actions, control) is None
+
+    def _attempt(
+        self,
+        name: str,
+        actions: list[dict[str, Any]],
+        control: bool = False,
+        tolerated: frozenset[str] = frozenset({"ConditionalCheckFailed"}),
+    ) -> list[str] | None:
+        """`_transact`, telling which action failed: None when written, else the
+        cancellation code of each of `actions` when one of them is `tolerated` (any other
+        cancellation is raised as it came)."""
         fence = self.lease.fence(name) if self.lease is not None else None
         if self.lease is not None and fence is None and not control:
             raise LeaseLost(
@@ -368,10 +392,10 @@ class DynamoStore:
                     f"{name}: fence {fence} of replica {self.lease.holder_id} is no longer "
                     "current (another replica took the lease); nothing was written"
                 ) from exc
-            if "ConditionalCheckFailed" in codes:
-                return False
+            if tolerated.intersection(codes):
+                return codes[1:] if fence is not None else codes
             raise
-        return True
+        return None
 
     def _fence_check(self, name: str, holder: str, fence: int) -> dict[str, Any]:
         return {
@@ -418,6 +442,132 @@ class DynamoStore:
                 put["ConditionExpression"] = "attribute_not_exists(pk)"
             actions.append({"Put": put})
         return actions
+
+    # --- fleets -----------------------------------------------------------------------
+    # Not fenced but for start_member's spec writes: a fleet belongs to no one replica.
+    # Halt and lift are single conditional updates; the count of a step's slots is guarded
+    # by the slot item's version, so two replicas that read the same holders cannot both
+    # write theirs.
+
+    def _item(self, pk: str, sk: str) -> dict[str, Any] | None:
+        answer = self.client.get_item(TableName=self.table, Key=_key(pk, sk), ConsistentRead=True)
+        item = answer.get("Item")
+        return None if item is None else _decode(cast(Item, item))
+
+    def fleet(self, name: str) -> model.FleetMemory:
+        rows = [_decode(item) for item in self._query(FLEET + name)]
+        head = next((r for r in rows if r["sk"] == HALT), None)
+        holders = {
+            int(r["sk"].removeprefix(SLOT)): records.holders(r.get("holders"))
+            for r in rows
+            if r["sk"].startswith(SLOT)
+        }
+        return model.FleetMemory(
+            halt=records.halt(head),
+            epoch=None if head is None else records.parse_ts_opt(head.get("epoch")),
+            holders={step: held for step, held in holders.items() if held},
+        )
+
+    def start_member(self, name: str, effects: Sequence[model.Effect], claim: model.Claim) -> bool:
+        """Start `name`'s rollout only if fleet `claim.fleet` is not halted and fewer than
+        `claim.limit` other members hold a slot of `claim.step`: the slot, a check that the
+        fleet is not halted, the effects and the fence in one transaction, the slot item
+        conditioned on the version its holders were read at.
+
+        False: nothing was written. ValueError: no StartRollout among `effects`. LeaseLost:
+        as `apply`. StoreError: the slot was lost to other writers SLOT_ATTEMPTS times in a
+        row, or another writer started a rollout of `name` meanwhile (as `apply`).
+        """
+        at = records.start_of(effects)
+        pk, sk = FLEET + claim.fleet, f"{SLOT}{claim.step:010d}"
+        with self._lock:
+            for _ in range(SLOT_ATTEMPTS):
+                if records.halt(self._item(pk, HALT)) is not None:
+                    return False
+                slot = self._item(pk, sk)
+                held = records.holders(None if slot is None else slot["holders"])
+                latest = {m: self._latest(m) for m in held if m != name}
+                taken = records.take_slot(
+                    held,
+                    {m: None if r is None else records.rollout(r) for m, r in latest.items()},
+                    name,
+                    at,
+                    claim.limit,
+                )
+                if taken is None:
+                    return False
+                version = 0 if slot is None else int(slot["version"])
+                fields: dict[str, str | int] = {
+                    "holders": records.holders_text(taken),
+                    "version": version + 1,
+                }
+                put: dict[str, Any] = {
+                    "TableName": self.table,
+                    "Item": _encode(pk, sk, fields),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+                if slot is not None:
+                    put["ConditionExpression"] = "version = :v"
+                    put["ExpressionAttributeValues"] = {":v": _wire(version)}
+                not_halted = {
+                    "ConditionCheck": {
+                        "TableName": self.table,
+                        "Key": _key(pk, HALT),
+                        "ConditionExpression": "attribute_not_exists(halt_at)",
+                    }
+                }
+                memory = self.load(name)
+                writes = self._writes(name, memory, fold.apply_all(memory, effects))
+                codes = self._attempt(
+                    name,
+                    [not_halted, {"Put": put}, *writes],
+                    tolerated=frozenset({"ConditionalCheckFailed", "TransactionConflict"}),
+                )
+                if codes is None:
+                    return True
+                if "ConditionalCheckFailed" in codes[2:]:  # a new rollout row already exists
+                    raise StoreError(
+                        f"{name}: another writer started a rollout while this one was folding "
+                        "effects (no lease held?); nothing was written"
+                    )
+                # Halted or the slot moved since we read it (or a transaction in flight on
+                # one of the items): read again.
+        raise StoreError(
+            f"{name}: lost the race for a slot of step {claim.step + 1} of fleet "
+            f"{claim.fleet} {SLOT_ATTEMPTS} times; nothing was written"
+        )
+
+    def halt_fleet(self, name: str, halt: model.Halt) -> bool:
+        """Halt the fleet unless it is halted already (the first halt's reason stands)."""
+        fields = records.halt_fields(halt)
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_key(FLEET + name, HALT),
+                UpdateExpression="SET " + ", ".join(f"#{i} = :{i}" for i in range(len(fields))),
+                ConditionExpression="attribute_not_exists(halt_at)",
+                ExpressionAttributeNames={f"#{i}": f for i, f in enumerate(fields)},
+                ExpressionAttributeValues={
+                    f":{i}": _wire(cast(str, v)) for i, v in enumerate(fields.values())
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
+    def lift_fleet(self, name: str, at: dt.datetime) -> bool:
+        """Clear the halt, if any, and start a new epoch at `at`; True if a halt was cleared."""
+        answer = self.client.update_item(
+            TableName=self.table,
+            Key=_key(FLEET + name, HALT),
+            UpdateExpression="SET #epoch = :at REMOVE halt_reason, halt_at, halt_by, halt_images",
+            ExpressionAttributeNames={"#epoch": "epoch"},
+            ExpressionAttributeValues={":at": _wire(records.ts(at))},
+            ReturnValues="ALL_OLD",
+        )
+        return "halt_at" in answer.get("Attributes", {})
 
     # --- runtime controls -------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reconciler import fold, model, reasons
@@ -230,3 +230,67 @@ def _fields(m: model.Memory, record: fold.Record) -> Fields | None:
             return None
     # An approval is a person's (with the time they gave it), never an effect's.
     raise ValueError(f"no effect writes {record} = {getattr(m, record)!r}")
+
+
+# --- fleets ---------------------------------------------------------------------------
+# A fleet's halt is one record (these fields, all absent when not halted) beside its
+# `epoch`; the holders of a step's slots are member -> started_at of the rollout that took
+# the slot. The rule for taking a slot is here, once, so both stores count alike.
+
+
+def halt_fields(h: model.Halt) -> Fields:
+    return {"halt_reason": h.reason, "halt_at": ts(h.at), "halt_by": h.by, "halt_images": h.images}
+
+
+def halt(row: Mapping[str, Any] | None) -> model.Halt | None:
+    if row is None or row.get("halt_at") is None:
+        return None
+    return model.Halt(
+        reason=row["halt_reason"],
+        at=parse_ts(row["halt_at"]),
+        by=row["halt_by"],
+        images=row.get("halt_images") or "",
+    )
+
+
+def holders_text(holders: Mapping[str, dt.datetime]) -> str:
+    return json.dumps({m: ts(at) for m, at in holders.items()}, sort_keys=True)
+
+
+def holders(text: str | None) -> dict[str, dt.datetime]:
+    return {} if text is None else {m: parse_ts(at) for m, at in json.loads(text).items()}
+
+
+def start_of(effects: Iterable[model.Effect]) -> dt.datetime:
+    """When the rollout these effects start begins: the slot is held by that rollout.
+
+    The last StartRollout, since it is the one a batch leaves as the latest rollout.
+    """
+    starts = [e.at for e in effects if isinstance(e, model.StartRollout)]
+    if not starts:
+        raise ValueError("start_member needs a StartRollout among its effects")
+    return starts[-1]
+
+
+def holds(latest: model.RolloutMemory | None, started_at: dt.datetime) -> bool:
+    """Whether a member still holds the slot its rollout started at `started_at` took: that
+    rollout is still its latest and active. Once false it stays false (a rollout never
+    becomes active again, and a new one has its own start), so a store may drop it."""
+    return latest is not None and latest.active and latest.started_at == started_at
+
+
+def take_slot(
+    held: Mapping[str, dt.datetime],
+    latest: Mapping[str, model.RolloutMemory | None],
+    name: str,
+    at: dt.datetime,
+    limit: int,
+) -> dict[str, dt.datetime] | None:
+    """A step's holders once `name` takes a slot for its rollout starting `at`, or None when
+    `limit` others still hold one. `latest` is each other holder's latest rollout; holders
+    that let go are dropped, and `name`'s own holding is replaced (its new rollout
+    supersedes the old one)."""
+    kept = {m: s for m, s in held.items() if m != name and holds(latest.get(m), s)}
+    if len(kept) >= limit:
+        return None
+    return kept | {name: at}

@@ -168,10 +168,30 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     # A failure's reason code (reconciler.reasons): what programs read, not its wording.
     _code_failures,
     # Issue 13: when a rollout became irreversible and when its API group was healthy (the
-    # bake starts there); rows written before read them as NULL.
+    # bake starts there); rows written before read them as NULL. Fleets: a halt (all four
+    # halt_ columns or none) and the epoch of the last lift; the holders of each step's
+    # slots, with the start of the rollout holding each.
     """
     ALTER TABLE rollouts ADD COLUMN irreversible_at TEXT;
     ALTER TABLE rollouts ADD COLUMN healthy_at TEXT;
+    CREATE TABLE fleets (
+        name TEXT PRIMARY KEY,
+        halt_reason TEXT,
+        halt_at TEXT,
+        halt_by TEXT CHECK (halt_by IN ('budget', 'operator')),
+        halt_images TEXT,
+        epoch TEXT,
+        CHECK ((halt_at IS NULL) = (halt_by IS NULL)),
+        CHECK ((halt_at IS NULL) = (halt_reason IS NULL)),
+        CHECK ((halt_at IS NULL) = (halt_images IS NULL))
+    );
+    CREATE TABLE fleet_slots (
+        fleet TEXT NOT NULL,
+        step INTEGER NOT NULL CHECK (step >= 0),
+        member TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        PRIMARY KEY (fleet, step, member)
+    );
     """,
 )
 
@@ -385,6 +405,68 @@ class Store:
             )
             return cursor.rowcount > 0
 
+    # --- fleets -----------------------------------------------------------------------
+
+    def fleet(self, name: str) -> model.FleetMemory:
+        with self._read() as db:
+            return _fleet(db, name)
+
+    def start_member(self, name: str, effects: Sequence[model.Effect], claim: model.Claim) -> bool:
+        """Start `name`'s rollout only if fleet `claim.fleet` is not halted and fewer than
+        `claim.limit` other members hold a slot of `claim.step`: the slot and the effects
+        in one transaction, so no other start (this process or another) counts between.
+        False: nothing was written. ValueError: no StartRollout among `effects`."""
+        at = records.start_of(effects)
+        with self._write("start_member") as db:
+            if _halt(db, claim.fleet) is not None:
+                return False
+            held = {
+                member: records.parse_ts(started)
+                for member, started in db.execute(
+                    "SELECT member, started_at FROM fleet_slots WHERE fleet = ? AND step = ?",
+                    (claim.fleet, claim.step),
+                )
+            }
+            latest = {m: _latest(db, m) for m in held if m != name}
+            taken = records.take_slot(held, latest, name, at, claim.limit)
+            if taken is None:
+                return False
+            db.execute(
+                "DELETE FROM fleet_slots WHERE fleet = ? AND step = ?", (claim.fleet, claim.step)
+            )
+            db.executemany(
+                "INSERT INTO fleet_slots (fleet, step, member, started_at) VALUES (?, ?, ?, ?)",
+                [(claim.fleet, claim.step, m, records.ts(s)) for m, s in taken.items()],
+            )
+            _persist(db, name, fold.apply_all(_load(db, name), effects))
+        return True
+
+    def halt_fleet(self, name: str, halt: model.Halt) -> bool:
+        """Halt the fleet unless it is halted already (the first halt's reason stands)."""
+        fields = records.halt_fields(halt)
+        with self._write("halt_fleet") as db:
+            if _halt(db, name) is not None:
+                return False
+            db.execute("INSERT OR IGNORE INTO fleets (name) VALUES (?)", (name,))
+            sets = ", ".join(f"{c} = ?" for c in fields)
+            db.execute(
+                f"UPDATE fleets SET {sets} WHERE name = ?",  # noqa: S608 constant columns
+                (*fields.values(), name),
+            )
+            return True
+
+    def lift_fleet(self, name: str, at: dt.datetime) -> bool:
+        """Clear the halt, if any, and start a new epoch at `at`; True if a halt was cleared."""
+        with self._write("lift_fleet") as db:
+            halted = _halt(db, name) is not None
+            db.execute(
+                "INSERT INTO fleets (name, epoch) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                "SET epoch = excluded.epoch, halt_reason = NULL, halt_at = NULL, "
+                "halt_by = NULL, halt_images = NULL",
+                (name, records.ts(at)),
+            )
+            return halted
+
     # --- notification outbox ------------------------------------------------------------
 
     def enqueue(self, entries: Sequence[model.OutboxEntry]) -> int:
@@ -456,24 +538,47 @@ def _one(db: sqlite3.Connection, table: str, name: str) -> dict[str, Any] | None
 
 
 def _load(db: sqlite3.Connection, name: str) -> model.Memory:
-    latest = _dicts(
-        db.execute(
-            f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE name = ? "  # noqa: S608 constant
-            "ORDER BY id DESC LIMIT 1",
-            (name,),
-        )
-    )
     row = {record: _one(db, table, name) for record, table in _TABLES.items()}
     pending, failure = row["pending"], row["failure"]
     approval, pause, override = row["approved_image"], row["runtime_pause"], row["window_override"]
     return model.Memory(
-        rollout=records.rollout(latest[0]) if latest else None,
+        rollout=_latest(db, name),
         pending=None if pending is None else records.pending(pending),
         failure=None if failure is None else records.failure(failure),
         approved_image=None if approval is None else approval["image"],
         runtime_pause=None if pause is None else records.pause(pause),
         window_override=None if override is None else records.override(override),
         scaling_owned=records.owned(row["scaling_owned"]),
+    )
+
+
+def _latest(db: sqlite3.Connection, name: str) -> model.RolloutMemory | None:
+    rows = _dicts(
+        db.execute(
+            f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE name = ? "  # noqa: S608 constant
+            "ORDER BY id DESC LIMIT 1",
+            (name,),
+        )
+    )
+    return records.rollout(rows[0]) if rows else None
+
+
+def _halt(db: sqlite3.Connection, fleet: str) -> model.Halt | None:
+    return records.halt(_one(db, "fleets", fleet))
+
+
+def _fleet(db: sqlite3.Connection, name: str) -> model.FleetMemory:
+    row = _one(db, "fleets", name)
+    holders: dict[int, dict[str, dt.datetime]] = {}
+    for step, member, started in db.execute(
+        "SELECT step, member, started_at FROM fleet_slots WHERE fleet = ? ORDER BY step, member",
+        (name,),
+    ):
+        holders.setdefault(int(step), {})[member] = records.parse_ts(started)
+    return model.FleetMemory(
+        halt=records.halt(row),
+        epoch=None if row is None else records.parse_ts_opt(row["epoch"]),
+        holders=holders,
     )
 
 

@@ -44,6 +44,12 @@ CASES: list[Callable[[Any], None]] = [
     cases.test_history_is_newest_first_and_limited,
     cases.test_naive_datetime_is_refused,
     cases.test_threads_share_one_store,
+    cases.test_unknown_fleet_is_empty,
+    cases.test_start_member_takes_slots_up_to_the_limit,
+    cases.test_start_member_writes_the_effects_as_apply_does,
+    cases.test_start_member_needs_a_start,
+    cases.test_a_holder_whose_rollout_ended_frees_its_slot,
+    cases.test_a_halted_fleet_refuses_starts_until_lifted,
 ]
 
 
@@ -101,6 +107,26 @@ def test_store_persists_exactly_the_fold(
     create_table(dynamodb, table)
     try:
         cases.check_store_persists_the_fold(DynamoStore(dynamodb, table), steps)
+    finally:
+        dynamodb.delete_table(TableName=table)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "dynamo"])
+@given(limits=cases.fleet_limits, ops=cases.fleet_ops)
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fleet_slots_hold_their_limit(
+    dynamodb: Any, backend: str, limits: tuple[int, int], ops: list[tuple[object, ...]]
+) -> None:
+    """Any starts, finishes, halts and lifts answer as the fleet's model says and never let
+    more members of a step run on its slots than its limit, in both backends."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as d, Store(pathlib.Path(d) / "db") as sqlite:
+            cases.check_fleet_slots(sqlite, limits, ops)
+        return
+    table = f"fleet-{uuid.uuid4().hex[:8]}"
+    create_table(dynamodb, table)
+    try:
+        cases.check_fleet_slots(DynamoStore(dynamodb, table), limits, ops)
     finally:
         dynamodb.delete_table(TableName=table)
 

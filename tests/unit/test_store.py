@@ -272,6 +272,95 @@ def test_history_is_newest_first_and_limited(store: Store) -> None:
         store.history("api", limit=-1)
 
 
+# --- fleets ---------------------------------------------------------------------------
+
+FLEET = "web"
+HALT = model.Halt("2 failures, budget 1", t(30), "budget", "api=ami-2")
+
+
+def claim(step: int = 0, limit: int = 1, fleet: str = FLEET) -> model.Claim:
+    return model.Claim(fleet, step, limit)
+
+
+def test_unknown_fleet_is_empty(store: Store) -> None:
+    assert store.fleet(FLEET) == model.FleetMemory()
+
+
+def test_start_member_takes_slots_up_to_the_limit(store: Store) -> None:
+    """Members start while their step has a free slot; the one over the limit is refused
+    and nothing of its start is written. Steps and fleets count apart."""
+    assert store.start_member("a", [start(at=t(0))], claim(limit=2)) is True
+    assert store.start_member("b", [start(at=t(1)), model.SetPending(PENDING)], claim(limit=2))
+    assert store.start_member("c", [start(at=t(2)), model.SetPending(PENDING)], claim(limit=2)) is (
+        False
+    )
+    assert store.load("c") == model.Memory() and store.history("c") == []
+    assert store.load("b").pending == PENDING
+    assert store.start_member("c", [start(at=t(3))], claim(step=1, limit=1)) is True
+    assert store.start_member("d", [start(at=t(3))], claim(limit=1, fleet="db")) is True
+    assert store.fleet(FLEET) == model.FleetMemory(
+        holders={0: {"a": t(0), "b": t(1)}, 1: {"c": t(3)}}
+    )
+    assert store.fleet("db").holders == {0: {"d": t(3)}}
+
+
+def test_start_member_writes_the_effects_as_apply_does(store: Store) -> None:
+    """A granted start stores its effects as apply() does: the fold's memory and rows,
+    the rollout it supersedes included."""
+    effects: list[model.Effect] = [
+        model.RecordFailure(FAILURE),
+        start(at=t(4)),
+        model.MarkRollout(phase1_started_at=t(4)),
+        model.SetPending(PENDING),
+    ]
+    store.apply("a", [start("ami-1", at=t(0))])
+    before = store.load("a")
+    folded = fold.apply_all(before, effects)
+    assert store.start_member("a", effects, claim()) is True
+    assert store.load("a") == folded.memory
+    assert store.history("a") == sorted(folded.rollouts, key=lambda r: -r.id)
+
+
+def test_start_member_needs_a_start(store: Store) -> None:
+    with pytest.raises(ValueError, match="StartRollout"):
+        store.start_member("a", [model.SetPending(PENDING)], claim())
+    assert store.load("a") == model.Memory() and store.fleet(FLEET) == model.FleetMemory()
+
+
+def test_a_holder_whose_rollout_ended_frees_its_slot(store: Store) -> None:
+    """A holder lets its slot go when its rollout finishes, or when its latest rollout is
+    another one (started without the fleet); a restart of the holder itself keeps one."""
+    assert store.start_member("a", [start(at=t(0))], claim()) is True
+    assert store.start_member("b", [start(at=t(1))], claim()) is False
+    assert store.start_member("a", [start("ami-3", at=t(2))], claim()) is True  # its own slot
+    store.apply("a", [model.FinishRollout("succeeded", t(3))])
+    assert store.start_member("b", [start(at=t(4))], claim()) is True
+    assert store.fleet(FLEET).holders == {0: {"b": t(4)}}  # a's stale holding is dropped
+    store.apply("b", [start("ami-3", at=t(5))])  # b's slot was for its rollout of t(4)
+    assert store.start_member("a", [start(at=t(6))], claim()) is True
+    assert store.fleet(FLEET).holders == {0: {"a": t(6)}}
+
+
+def test_a_halted_fleet_refuses_starts_until_lifted(store: Store) -> None:
+    """While halted no member starts and nothing is written; the first halt stands until
+    lifted; a lift sets the epoch and says whether it cleared a halt."""
+    assert store.halt_fleet(FLEET, HALT) is True
+    assert store.halt_fleet(FLEET, dataclasses.replace(HALT, by="operator", at=t(31))) is False
+    assert store.fleet(FLEET) == model.FleetMemory(halt=HALT)
+    assert store.start_member(
+        "a", [start(at=t(32)), model.SetPending(PENDING)], claim(limit=9)
+    ) is (False)
+    assert store.load("a") == model.Memory() and store.fleet(FLEET).holders == {}
+    assert store.start_member("a", [start(at=t(32))], claim(fleet="other")) is True
+    assert store.lift_fleet(FLEET, t(40)) is True
+    assert store.lift_fleet(FLEET, t(41)) is False
+    assert store.fleet(FLEET) == model.FleetMemory(epoch=t(41))
+    assert store.start_member("a", [start(at=t(42))], claim()) is True
+    operator = model.Halt("incident 7", t(43), "operator")  # images "" when not a budget halt
+    assert store.halt_fleet(FLEET, operator) is True
+    assert store.fleet(FLEET).halt == operator
+
+
 # --- datetimes ------------------------------------------------------------------------
 
 
@@ -585,3 +674,93 @@ def test_a_consumed_approval_is_gone(tmp_path: pathlib.Path) -> None:
     store.approve("a", "ami-00000001", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     store.apply("a", [model.ConsumeApproval()])
     assert store.load("a").approved_image is None
+
+
+# --- property: a fleet's slots never let more than the limit run ---------------------
+
+MEMBERS = ("m0", "m1", "m2", "m3")
+fleet_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("start"), st.sampled_from(MEMBERS), st.integers(0, 1)),
+        st.tuples(
+            st.just("finish"), st.sampled_from(MEMBERS), st.sampled_from(["succeeded", "failed"])
+        ),
+        # A start outside the fleet: the member's slot, if any, was for another rollout.
+        st.tuples(st.just("plain"), st.sampled_from(MEMBERS)),
+        st.tuples(st.just("halt"), st.sampled_from(["budget", "operator"])),
+        st.tuples(st.just("lift")),
+    ),
+    max_size=30,
+)
+fleet_limits = st.tuples(st.integers(1, 3), st.integers(1, 2))  # step 0, step 1
+
+
+def check_fleet_slots(
+    s: StateStore, limits: tuple[int, ...], ops: list[tuple[object, ...]]
+) -> None:
+    """Run starts, finishes, halts and lifts against `s` and against a model of the fleet:
+    each call answers as the model does, fleet() and every member's memory equal the
+    model's, and no step ever has more members running on its slots than its limit."""
+    memories = {m: model.Memory() for m in MEMBERS}
+    halt: model.Halt | None = None
+    epoch: dt.datetime | None = None
+    holders: dict[int, dict[str, dt.datetime]] = {}
+
+    def running(memory: model.Memory, started: dt.datetime) -> bool:
+        r = memory.rollout
+        return r is not None and r.active and r.started_at == started
+
+    def stored(member: str, effects: list[model.Effect]) -> None:
+        memories[member] = fold.apply_all(memories[member], effects).memory
+
+    for i, op in enumerate(ops):
+        at = T0 + dt.timedelta(minutes=i)  # each call its own time: starts never coincide
+        match op:
+            case ("start", str(member), int(step)):
+                effects: list[model.Effect] = [model.StartRollout("ami-2", "r1", "ami-1", at)]
+                others = {
+                    m: started
+                    for m, started in holders.get(step, {}).items()
+                    if m != member and running(memories[m], started)
+                }
+                want = halt is None and len(others) < limits[step]
+                granted = s.start_member(member, effects, model.Claim(FLEET, step, limits[step]))
+                assert granted is want
+                if want:
+                    holders[step] = others | {member: at}
+                    stored(member, effects)
+            case ("finish", str(member), str(result)):
+                effects = [model.FinishRollout(result, at)]  # type: ignore[arg-type]
+                s.apply(member, effects)
+                stored(member, effects)
+            case ("plain", str(member)):
+                effects = [model.StartRollout("ami-3", "r2", "ami-1", at)]
+                s.apply(member, effects)
+                stored(member, effects)
+            case ("halt", str(by)):
+                new = model.Halt(f"halt {i}", at, by, "m0=ami-2" if by == "budget" else "")  # type: ignore[arg-type]
+                assert s.halt_fleet(FLEET, new) is (halt is None)
+                halt = halt or new
+            case ("lift",):
+                assert s.lift_fleet(FLEET, at) is (halt is not None)
+                halt, epoch = None, at
+            case _:
+                raise AssertionError(op)
+        fleet = s.fleet(FLEET)
+        assert fleet == model.FleetMemory(halt, epoch, holders)
+        loaded = {m: s.load(m) for m in MEMBERS}
+        assert loaded == memories
+        for step, limit in enumerate(limits):
+            on_slots = [
+                m for m, at in fleet.holders.get(step, {}).items() if running(loaded[m], at)
+            ]
+            assert len(on_slots) <= limit
+
+
+@given(limits=fleet_limits, ops=fleet_ops)
+@settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_fleet_slots_hold_their_limit(
+    limits: tuple[int, int], ops: list[tuple[object, ...]]
+) -> None:
+    with tempfile.TemporaryDirectory() as d, Store(pathlib.Path(d) / "db") as s:
+        check_fleet_slots(s, limits, ops)

@@ -112,6 +112,16 @@ def test_old_rollouts_gain_the_issue_13_times_unset_and_can_mark_them(store: Sto
     assert (older.irreversible_at, older.healthy_at) == (None, None)
 
 
+def test_old_store_gains_empty_fleets(store: Store) -> None:
+    """After the migration fleets exist, empty, and a member of one starts: the old active
+    rollout is superseded and its spec holds the slot."""
+    assert store.fleet("web") == model.FleetMemory()
+    start = model.StartRollout(kit.NEWER, kit.REV2, kit.NEW, m(5))
+    assert store.start_member(API, [start], model.Claim("web", 0, 1)) is True
+    assert store.fleet("web").holders == {0: {API: m(5)}}
+    assert [r.result for r in store.history(API)] == [None, "superseded", "succeeded"]
+
+
 def test_old_store_loads_the_same_memory(store: Store) -> None:
     """Every record the old release wrote loads as it was; the failure gains the code its
     wording gives."""
