@@ -67,6 +67,9 @@ class Daemon:
         # fleet -> member -> 1-based step, as of the last git poll: what a member's step
         # needs to refresh its fleet's gauges without reading every member's memory.
         self._fleet_steps: dict[str, dict[str, int]] = {}
+        # Counting and setting a fleet's gauges is one act: two members stepping at once
+        # must not let the one that counted first write last.
+        self._fleet_gauges = threading.Lock()
         self._git_read = False
         self._aws_answered = False
         self._heartbeat = time.monotonic()
@@ -273,15 +276,16 @@ class Daemon:
             steps = dict(self._fleet_steps.get(fleet, {}))
         if not steps and fleet not in self.engine.fleet_names():
             return
-        counts: dict[tuple[int, str], int] = {}
-        for member, step in steps.items():
-            status = self.engine.status(member)
-            if status is not None:
-                key = (step, str(status.phase))
-                counts[key] = counts.get(key, 0) + 1
         if halted is None:
             halted = self.store.fleet(fleet).halt is not None
-        self.metrics.observe_fleet(fleet, counts, halted)
+        with self._fleet_gauges:
+            counts: dict[tuple[int, str], int] = {}
+            for member, step in steps.items():
+                status = self.engine.status(member)
+                if status is not None:
+                    key = (step, str(status.phase))
+                    counts[key] = counts.get(key, 0) + 1
+            self.metrics.observe_fleet(fleet, counts, halted)
 
     def _fleet_of(self, name: str) -> str | None:
         with self._guard:
