@@ -620,8 +620,13 @@ class _Waiting:
 
 
 def _daemon(
-    conf: settings.Settings, method: str, path: str, body: dict[str, Any] | None = None
+    conf: settings.Settings,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    missing: Any = None,
 ) -> Any:
+    """The daemon's JSON answer; `missing` (when not None) stands for a 404 answer."""
     url = f"http://{conf.http.listen}{path}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -632,6 +637,8 @@ def _daemon(
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
+        if exc.code == 404 and missing is not None:
+            return missing
         detail = exc.read().decode(errors="replace")
         raise UsageError(f"daemon answered {exc.code}: {detail}") from exc
     except urllib.error.URLError as exc:
@@ -644,7 +651,8 @@ def cmd_status(args: argparse.Namespace, conf: settings.Settings) -> int:
     stacks = [data] if args.name else data["stacks"]
     fleets: list[dict[str, Any]] = []
     if not args.name:
-        fleets = _daemon(conf, "GET", "/api/v1/fleets")["fleets"]
+        # A daemon from before fleets answers 404: it has none to show.
+        fleets = _daemon(conf, "GET", "/api/v1/fleets", missing={}).get("fleets", [])
         data = {**data, "fleets": fleets}
     if args.output == "json":
         print(json.dumps(data, indent=2))

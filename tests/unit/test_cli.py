@@ -503,7 +503,9 @@ def test_status_prints_a_fleets_table_after_the_stacks_and_fleets_in_json(
         "/api/v1/stacks": {"stacks": [STACK_JSON]},
         "/api/v1/fleets": {"fleets": [_fleet_json(halted)]},
     }
-    monkeypatch.setattr(cli, "_daemon", lambda conf, method, path, body=None: answers[path])
+    monkeypatch.setattr(
+        cli, "_daemon", lambda conf, method, path, body=None, missing=None: answers[path]
+    )
     assert cli.main(["status"]) == 0
     lines = capsys.readouterr().out.splitlines()
     at = lines.index("FLEETS")
@@ -530,7 +532,9 @@ def test_status_without_fleets_prints_no_fleets_table(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     answers = {"/api/v1/stacks": {"stacks": [STACK_JSON]}, "/api/v1/fleets": {"fleets": []}}
-    monkeypatch.setattr(cli, "_daemon", lambda conf, method, path, body=None: answers[path])
+    monkeypatch.setattr(
+        cli, "_daemon", lambda conf, method, path, body=None, missing=None: answers[path]
+    )
     assert cli.main(["status"]) == 0
     assert "FLEETS" not in capsys.readouterr().out
 
