@@ -23,6 +23,7 @@ _WANTED = {
     "unexpected_keyword_argument": "is not a known key",
     "string_type": "must be a string",
     "string_too_short": "must not be empty",
+    "bool_type": "must be true or false",
     "list_type": "must be a list",
     "tuple_type": "must be a list",
     "dict_type": "must be a mapping",

@@ -154,3 +154,6 @@ class RecordJson(pydantic.BaseModel):
     progress: str | None = None
     instance_id: str | None = pydantic.Field(None, alias="instanceId")
     detail: str | None = None
+    # false: the image before cannot run on the migrated schema. Missing means true, so
+    # records written before this key existed keep meaning what they meant.
+    rollback_safe: bool = pydantic.Field(True, alias="rollbackSafe")

@@ -79,6 +79,7 @@ class MigrationWorker:
         fail_images: Iterable[str] = (),
         poll_seconds: float = 0.05,
         group: str = "MigrationAsg",
+        irreversible_images: Iterable[str] = (),
     ) -> None:
         self.stack_name = stack_name
         self.location = Location.parse(location)
@@ -87,6 +88,9 @@ class MigrationWorker:
         self.fail_images = frozenset(fail_images)
         self.poll_seconds = poll_seconds
         self.group = group
+        # Their records say rollbackSafe: false (the image before cannot run on the result);
+        # the others leave the key out, as records before it existed did.
+        self.irreversible_images = frozenset(irreversible_images)
         self._clients = {s: emulator.client(s) for s in ("cloudformation", "autoscaling", "ec2")}
         self._store = emulator.client(self.location.store)
         self._stopping = threading.Event()
@@ -200,7 +204,7 @@ class MigrationWorker:
     def _write(
         self, image: str, instance_id: str, status: str, k: int, started: str, detail: str
     ) -> None:
-        record = {
+        record: dict[str, Any] = {
             "image": image,
             "status": status,
             "progress": f"{k}/{self.steps}",
@@ -209,6 +213,8 @@ class MigrationWorker:
             "updatedAt": now_text(),
             "detail": detail,
         }
+        if image in self.irreversible_images:
+            record["rollbackSafe"] = False
         self._put(self.location.key(self.stack_name, image), json.dumps(record))
 
     def _put(self, key: str, body: str) -> None:

@@ -10,9 +10,11 @@ Rules of this file:
   raises the same `ClientError` (code, message, HTTP status) that AWS would cause.
 - Every request runs under the update layer's lock and its body is read inside it: moto's
   backends are not thread-safe and the update timelines mutate them from other threads.
-- CloudWatch (SigV4 service `monitoring`) is moto's; after each of its requests the update
-  layer checks the rollback triggers of the updates in progress, so an alarm set to ALARM
-  rolls an update back before the SetAlarmState call returns.
+- CloudWatch (SigV4 service `monitoring`) is moto's, but authorised here: moto would check
+  `monitoring:Action`, where AWS checks `cloudwatch:Action`, so no policy could allow it.
+  After each CloudWatch request the update layer checks the rollback triggers of the
+  updates in progress: an alarm set to ALARM rolls an update back before the SetAlarmState
+  call returns.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from moto.cloudformation.models import cloudformation_backends
-from moto.core.authorization import ActionAuthenticatorMixin
+from moto.core.authorization import ActionAuthenticatorMixin, disable_iam_authentication
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.core.request import Request
+from moto.iam.access_control import IAMRequest
 from moto.iam.models import get_account_id_from
 from moto.utilities.utils import get_partition
 from werkzeug.exceptions import HTTPException
@@ -81,12 +84,12 @@ class Middleware:
         with self._updates.lock:
             if service == "cloudformation" and action in _OURS:
                 return self._ours(environ, start_response, action, access_key, region, body)
+            if service == CLOUDWATCH:
+                return self._cloudwatch(environ, start_response, action, access_key, body)
             # Materialize moto's answer while holding the lock: its iterable may be lazy.
             answer = [b"".join(self._app(environ, start_response))]
             if service == "cloudformation" and action == "CreateStack":
                 self._tag_created(access_key, region, body)
-            if service == CLOUDWATCH:
-                self._updates.check_alarms()
             return answer
 
     def _tag_created(self, access_key: str, region: str, body: bytes) -> None:
@@ -94,6 +97,27 @@ class Middleware:
         name = dict(parse_qsl(body.decode("utf-8"))).get("StackName", "")
         with contextlib.suppress(cfn.Refused):  # the create failed: moto's answer says why
             cfn.tag_groups(cfn.find_stack(_account(access_key), region, name))
+
+    def _cloudwatch(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        action: str,
+        access_key: str,
+        body: bytes,
+    ) -> Iterable[bytes]:
+        """moto's answer, authorised as AWS authorises it; then the triggers are checked."""
+        caller = _Caller(environ, _account(access_key), action, {}, body, _CloudWatchRequest)
+        try:
+            caller.authorize("*")
+        except HTTPException as exc:
+            code = str(getattr(exc, "error_type", "AccessDenied"))
+            message = str(getattr(exc, "message", exc.description))
+            return _error(start_response, CLOUDWATCH, exc.code or 403, code, message)
+        with disable_iam_authentication():  # checked above, under the right name
+            answer = [b"".join(self._app(environ, start_response))]
+        self._updates.check_alarms()
+        return answer
 
     def _ours(
         self,
@@ -143,7 +167,13 @@ class _Caller(ActionAuthenticatorMixin):
     """
 
     def __init__(
-        self, environ: Environ, account: str, action: str, form: dict[str, str], body: bytes
+        self,
+        environ: Environ,
+        account: str,
+        action: str,
+        form: dict[str, str],
+        body: bytes,
+        check: type[IAMRequest] = IAMRequest,
     ) -> None:
         request = Request(environ)  # moto's request class: its headers and raw_path
         self.headers = request.headers
@@ -154,13 +184,22 @@ class _Caller(ActionAuthenticatorMixin):
         self.data = form
         self.raw_body = body
         self._action = action
+        self._check = check
 
     def _get_action(self) -> str:
         return self._action
 
     def authorize(self, resource: str) -> None:
         """Raise moto's HTTPException (AccessDenied, ...) when enforcement is on and refuses."""
-        self._authenticate_and_authorize_normal_action(resource)
+        self._authenticate_and_authorize_action(self._check, resource)
+
+
+class _CloudWatchRequest(IAMRequest):
+    """moto's check of one request, under the IAM name AWS gives CloudWatch's actions."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._action = f"cloudwatch:{kwargs['action']}"
 
 
 def _stack_arn(account: str, region: str, name_or_id: str) -> str:

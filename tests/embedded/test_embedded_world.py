@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from reconciler.aws.records import parse_record
 from reconciler.embedded import Emulator, MigrationWorker, wait_for
 from tests.embedded.embeddedkit import STACK, update_params
 
@@ -133,6 +134,31 @@ def test_migration_worker_writes_running_then_succeeded_to_s3(
     assert record["instanceId"] == run.instance_id
     assert record["startedAt"].endswith("Z") and record["updatedAt"].endswith("Z")
     assert record["startedAt"] <= record["updatedAt"]
+
+
+def test_migration_worker_marks_the_records_of_irreversible_images(
+    emulator: Emulator, stack: str, cfn: Any, images: tuple[str, str]
+) -> None:
+    """rollbackSafe: false only for the images it is told of; the key is absent otherwise."""
+    old, new = images
+    emulator.ensure_bucket("deploy-status")
+    s3 = emulator.client("s3")
+    location = "s3://deploy-status/biglearn-api"
+    with MigrationWorker(
+        emulator, STACK, location, steps=1, step_seconds=0.01, irreversible_images=[new]
+    ) as worker:
+        _update(cfn, emulator, MigrationLcImageId=new, MigrationDesiredCapacity="1")
+        worker.wait_for_run(new)
+        _update(cfn, emulator, MigrationLcImageId=old)
+        worker.wait_for_run(old)
+
+    def record(image: str) -> Any:
+        key = f"biglearn-api/{STACK}/{image}.json"
+        return json.loads(s3.get_object(Bucket="deploy-status", Key=key)["Body"].read())
+
+    assert record(new)["rollbackSafe"] is False
+    assert "rollbackSafe" not in record(old)
+    assert parse_record(json.dumps(record(new)), new, "here").rollback_safe is False
 
 
 def test_migration_worker_reports_progress_while_running(

@@ -411,6 +411,9 @@ def probes(w: World) -> dict[str, Callable[[Callable[[str], Any]], Any]]:
             "autoscaling"
         ).describe_auto_scaling_groups(),
         "ec2:DescribeInstances": lambda c: c("ec2").describe_instances(),
+        "cloudwatch:DescribeAlarms": lambda c: c("cloudwatch").describe_alarms(
+            AlarmNames=["api-5xx"], AlarmTypes=["MetricAlarm", "CompositeAlarm"]
+        ),
         "elasticloadbalancing:DescribeInstanceHealth": lambda c: c("elb").describe_instance_health(
             LoadBalancerName=balancer
         ),

@@ -112,6 +112,9 @@ def _without(field: str) -> dict[str, Any]:
         (json.dumps({**GOOD, "instanceId": ["i-1"]}).encode(), "instanceId must be a string"),
         (json.dumps({**GOOD, "image": ""}).encode(), "image must not be empty"),
         (json.dumps({**GOOD, "image": "ami-00000000"}).encode(), "does not count"),
+        (json.dumps({**GOOD, "rollbackSafe": "false"}).encode(), "rollbackSafe must be true or"),
+        (json.dumps({**GOOD, "rollbackSafe": 0}).encode(), "rollbackSafe must be true or false"),
+        (json.dumps({**GOOD, "rollbackSafe": None}).encode(), "rollbackSafe must be true or"),
     ],
 )
 def test_invalid_s3_record_raises_naming_the_key(clients: Clients, body: bytes, says: str) -> None:
@@ -150,3 +153,16 @@ def test_every_bad_field_of_a_record_is_named_on_one_line() -> None:
         "migration record s3://b/k.json: image is missing; "
         "status: 'done' is not running, succeeded or failed; detail must be a string"
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "safe"),
+    [({}, True), ({"rollbackSafe": True}, True), ({"rollbackSafe": False}, False)],
+)
+def test_rollback_safe_is_true_unless_the_record_says_false(
+    given: dict[str, bool], safe: bool
+) -> None:
+    """A migration the image before cannot run on says so; records that do not say are
+    safe, as every record was before the key existed."""
+    record = parse_record(json.dumps({**GOOD, **given}), IMAGE, "here")
+    assert record.rollback_safe is safe
