@@ -328,34 +328,103 @@ class Local:
     """What `plan` and `apply` need without a daemon: specs from git, an engine."""
 
     specs: dict[str, catalog.LoadedSpec]
+    fleets: dict[str, catalog.LoadedFleet]
     errors: tuple[spec.SpecError, ...]
     engine: engine.Engine
     store: Store
 
 
-def _local(conf: settings.Settings) -> Local:
+def _local(conf: settings.Settings, *, ordered: bool) -> Local:
+    """`ordered`: the engine keeps the fleets' order (apply). `plan` leaves it out, because
+    judging a turn may store a fleet's halt, and plan changes nothing; it shows the steps."""
     cat = catalog.Catalog()
     with assemble.git_source(conf) as specs:  # its `git cat-file` readers end here
         cat.update(specs.poll())
     store = Store.in_state_dir(conf.state_dir)
     metrics = Metrics()
     eng = assemble.reconcile_engine(conf, assemble.clients(conf, metrics), store, metrics)
-    return Local(cat.specs, cat.errors, eng, store)
+    if ordered:
+        eng.set_fleets(cat.fleets)
+        # A turn is judged from the members the engine knows: all of them, before any step.
+        for loaded in cat.specs.values():
+            eng.track(loaded)
+    return Local(cat.specs, cat.fleets, cat.errors, eng, store)
 
 
 def cmd_plan(args: argparse.Namespace, conf: settings.Settings) -> int:
-    local = _local(conf)
+    local = _local(conf, ordered=False)
     rows = []
     for loaded in sorted(local.specs.values(), key=lambda s: s.deployment.name):
         observed, decision = local.engine.preview(loaded)
-        rows.append(_plan_row(loaded, observed, decision))
+        rows.append(_plan_row(loaded, observed, decision, local.fleets))
     errors = [str(e) for e in local.errors]
-    print(_render_plan(rows, errors, args.format))
+    print(_render_plan(rows, _plan_fleets(rows, local.fleets), errors, args.format))
     return EXIT_FAILED if errors else EXIT_OK
 
 
+def _fleet_and_step(
+    loaded: catalog.LoadedSpec, fleets: dict[str, catalog.LoadedFleet]
+) -> dict[str, Any]:
+    """The spec's fleet and 1-based step, or None and None (the catalog refuses a spec in
+    two fleets)."""
+    labels = loaded.deployment.metadata.labels
+    for name, fleet in sorted(fleets.items()):
+        if fleet.deployment.spec.selects(labels):
+            return {"fleet": name, "step": fleet.deployment.spec.step_of(labels) + 1}
+    return {"fleet": None, "step": None}
+
+
+def _plan_fleets(
+    rows: list[dict[str, Any]], fleets: dict[str, catalog.LoadedFleet]
+) -> list[dict[str, Any]]:
+    """Per fleet with members out of sync: which of them move in which step, in order."""
+    out = []
+    for name, loaded in sorted(fleets.items()):
+        fs = loaded.deployment.spec
+        members = [r for r in rows if r["fleet"] == name]
+        moving = [r for r in members if r["liveImage"] != r["desiredImage"]]
+        if not moving:
+            continue
+        steps = []
+        for step in sorted({r["step"] for r in moving}):
+            size = sum(1 for r in members if r["step"] == step)
+            steps.append(
+                {
+                    "step": step,
+                    "label": _step_label(fs.step(step - 1), size),
+                    "maxConcurrent": fs.step(step - 1).limit(size),
+                    "members": [r["name"] for r in moving if r["step"] == step],
+                }
+            )
+        out.append({"fleet": name, "steps": steps})
+    return out
+
+
+def _step_label(step: spec.FleetStep, size: int) -> str:
+    """`canary`, `25%, max 1`: the step's labels, and its limit where it is not one."""
+    parts = [",".join(step.match_labels.values())] if step.match_labels else []
+    if isinstance(step.max_concurrent, str):
+        parts.append(f"{step.max_concurrent}, max {step.limit(size)}")
+    elif step.max_concurrent != 1:
+        parts.append(f"max {step.max_concurrent}")
+    return ", ".join(parts)
+
+
+def _fleet_line(fleet: dict[str, Any], code: Callable[[str], str] = str) -> str:
+    """`fleet api: step 1 (canary): api-eu-1; step 2 (25%, max 1): api-eu-2, api-us-1`."""
+    steps = "; ".join(
+        f"step {s['step']}" + (f" ({s['label']})" if s["label"] else "")
+        + f": {', '.join(code(m) for m in s['members'])}"
+        for s in fleet["steps"]
+    )  # fmt: skip
+    return f"fleet {code(fleet['fleet'])}: {steps}"
+
+
 def _plan_row(
-    loaded: catalog.LoadedSpec, observed: model.Observed, decision: model.Decision
+    loaded: catalog.LoadedSpec,
+    observed: model.Observed,
+    decision: model.Decision,
+    fleets: dict[str, catalog.LoadedFleet],
 ) -> dict[str, Any]:
     sp = loaded.deployment.spec
     live = dict(observed.stack.parameters) if observed.stack else {}
@@ -370,12 +439,15 @@ def _plan_row(
         "next": decision.message,
         "update": decision.update.changes if decision.update else None,
         "updateKind": decision.update.kind if decision.update else None,
+        **_fleet_and_step(loaded, fleets),
     }
 
 
-def _render_plan(rows: list[dict[str, Any]], errors: list[str], fmt: str) -> str:
+def _render_plan(
+    rows: list[dict[str, Any]], fleets: list[dict[str, Any]], errors: list[str], fmt: str
+) -> str:
     if fmt == "json":
-        return json.dumps({"stacks": rows, "errors": errors}, indent=2)
+        return json.dumps({"stacks": rows, "fleets": fleets, "errors": errors}, indent=2)
     if fmt == "markdown":
         lines = [
             "| spec | stack | desired image | live image | phase | next step |",
@@ -386,15 +458,19 @@ def _render_plan(rows: list[dict[str, Any]], errors: list[str], fmt: str) -> str
                 f"| `{r['name']}` | {r['stackName']} | `{r['desiredImage']}` | "
                 f"`{r['liveImage']}` | {r['phase']} | {_md(r['next'])} |"
             )
+        lines += [f"\n{_fleet_line(f, lambda n: f'`{n}`')}" for f in fleets]
         lines += [f"\n:warning: `{e}`" for e in errors]
         return "\n".join(lines)
     lines = []
     for r in rows:
         lines.append(f"{r['name']} ({r['stackName']}): {r['liveImage']} -> {r['desiredImage']}")
         lines.append(f"  phase: {r['phase']}; next: {r['next']}")
+        if r["fleet"]:
+            lines.append(f"  fleet: {r['fleet']}, step {r['step']}")
         if r["update"]:
             changes = ", ".join(f"{k}={v}" for k, v in sorted(r["update"].items()))
             lines.append(f"  would update ({r['updateKind']}): {changes}")
+    lines += [_fleet_line(f) for f in fleets]
     lines += [f"error: {e}" for e in errors]
     return "\n".join(lines) or "no specs"
 
@@ -417,7 +493,7 @@ def cmd_apply(args: argparse.Namespace, conf: settings.Settings) -> int:
 
 
 def _apply(args: argparse.Namespace, conf: settings.Settings) -> int:
-    local = _local(conf)
+    local = _local(conf, ordered=True)
     for error in local.errors:
         print(f"error: {error}", file=sys.stderr)
     if not local.specs:
@@ -544,8 +620,13 @@ class _Waiting:
 
 
 def _daemon(
-    conf: settings.Settings, method: str, path: str, body: dict[str, Any] | None = None
+    conf: settings.Settings,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    missing: Any = None,
 ) -> Any:
+    """The daemon's JSON answer; `missing` (when not None) stands for a 404 answer."""
     url = f"http://{conf.http.listen}{path}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -556,6 +637,8 @@ def _daemon(
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
+        if exc.code == 404 and missing is not None:
+            return missing
         detail = exc.read().decode(errors="replace")
         raise UsageError(f"daemon answered {exc.code}: {detail}") from exc
     except urllib.error.URLError as exc:
@@ -566,6 +649,11 @@ def cmd_status(args: argparse.Namespace, conf: settings.Settings) -> int:
     path = f"/api/v1/stacks/{args.name}" if args.name else "/api/v1/stacks"
     data = _daemon(conf, "GET", path)
     stacks = [data] if args.name else data["stacks"]
+    fleets: list[dict[str, Any]] = []
+    if not args.name:
+        # A daemon from before fleets answers 404: it has none to show.
+        fleets = _daemon(conf, "GET", "/api/v1/fleets", missing={}).get("fleets", [])
+        data = {**data, "fleets": fleets}
     if args.output == "json":
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -576,17 +664,52 @@ def cmd_status(args: argparse.Namespace, conf: settings.Settings) -> int:
             f"{s['name']:<24} {s['stackName']:<20} {s['phase']:<17} {live:<22} "
             f"{s['desired']['image']:<22} {s['message']}"
         )
+    if fleets:
+        print()
+        print(_fleet_table(fleets))
     return EXIT_OK
+
+
+def _fleet_table(fleets: list[dict[str, Any]]) -> str:
+    """FLEETS: per fleet its step now (the first with a member not done) of all, members
+    done of all, those under way, failures against the budget, and why it is halted."""
+    lines = [
+        "FLEETS",
+        f"{'NAME':<24} {'HALTED':<7} {'STEP':<6} {'DONE':<8} {'FAILED':<7} {'IN FLIGHT':<30} "
+        "REASON",
+    ]
+    for f in fleets:
+        steps = f["steps"]
+        pending = [s["step"] for s in steps if len(s["done"]) < len(s["members"])]
+        step = f"{pending[0]}/{len(steps)}" if pending else "done"
+        done = sum(len(s["done"]) for s in steps)
+        members = sum(len(s["members"]) for s in steps)
+        moving = f["inFlight"]
+        flight = ", ".join(moving[:3]) + (f" +{len(moving) - 3}" if len(moving) > 3 else "")
+        failed = f"{len(f['failed'])}/{f['failureBudget']}"
+        halt = f["halt"]
+        lines.append(
+            f"{f['name']:<24} {'yes' if f['halted'] else 'no':<7} {step:<6} "
+            f"{f'{done}/{members}':<8} {failed:<7} {flight or '-':<30} "
+            f"{halt['reason'] if halt else ''}".rstrip()
+        )
+    return "\n".join(lines)
 
 
 def _control(action: str) -> Callable[[argparse.Namespace, settings.Settings], int]:
     def run(args: argparse.Namespace, conf: settings.Settings) -> int:
+        fleet: str | None = getattr(args, "fleet", None)
+        if (args.name is None) == (fleet is None):
+            raise UsageError(f"{action}: give a spec NAME or --fleet NAME, exactly one")
         body: dict[str, Any] = {}
         if action in ("pause", "override-window"):
             body["reason"] = args.reason
+            if args.until and fleet is not None:
+                raise UsageError("--until: a fleet pause lasts until `resume --fleet`")
             if args.until:
                 body["until"] = args.until
-        answer = _daemon(conf, "POST", f"/api/v1/stacks/{args.name}/{action}", body)
+        path = f"/api/v1/fleets/{fleet}" if fleet is not None else f"/api/v1/stacks/{args.name}"
+        answer = _daemon(conf, "POST", f"{path}/{action}", body)
         print(json.dumps(answer, indent=2))
         return EXIT_OK
 
@@ -637,8 +760,25 @@ def _name(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="metadata.name of the spec")
 
 
+def _fleet_name(text: str) -> str:
+    if not spec.NAME_RE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a fleet name ([a-z0-9-], 1 to 63 characters)")
+    return text
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    """A spec NAME or `--fleet NAME` (which one is checked when the command runs)."""
+    p.add_argument("name", nargs="?", metavar="NAME", help="metadata.name of the spec")
+    p.add_argument(
+        "--fleet",
+        type=_arg(_fleet_name),
+        metavar="NAME",
+        help="metadata.name of a Fleet: act on the fleet as a whole instead of one spec",
+    )
+
+
 def _pause_args(p: argparse.ArgumentParser) -> None:
-    _name(p)
+    _target(p)
     p.add_argument(
         "--reason",
         required=True,
@@ -742,10 +882,25 @@ _COMMANDS: tuple[
         "the table a running daemon reports",
         _status_args,
     ),
-    ("pause", _control("pause"), "pause a stack at runtime", _pause_args),
-    ("resume", _control("resume"), "resume a stack paused at runtime", _name),
+    (
+        "pause",
+        _control("pause"),
+        "pause a stack at runtime, or halt a fleet (--fleet)",
+        _pause_args,
+    ),
+    (
+        "resume",
+        _control("resume"),
+        "resume a stack paused at runtime, or a halted fleet (--fleet)",
+        _target,
+    ),
     ("approve", _control("approve"), "approve the switch after migrations", _name),
-    ("retry", _control("retry"), "retry a failed rollout now", _name),
+    (
+        "retry",
+        _control("retry"),
+        "retry a failed rollout now, or a fleet's failed members, lifting its halt (--fleet)",
+        _target,
+    ),
     ("sync", _control("sync"), "reconcile a stack now", _name),
     (
         "override-window",

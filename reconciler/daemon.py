@@ -8,6 +8,11 @@ Rules of this file:
   idle; after a step whose AWS call failed, later each time, throttling aside.
 - Jobs appear and disappear as spec files are added to and removed from git.
 - SIGTERM/SIGINT: stop taking new work, let the steps in flight finish, exit 0.
+- Fleets (`kind: Fleet`) come from the catalog with the specs, on each git poll; a fleet
+  removed from git stays in force until its members are done (never releasing them all at
+  once), then the catalog lets it go. A member waiting for its turn comes back at the
+  active cadence (its decision says requeue "active"), so a freed step is seen within
+  seconds, not at the member's interval.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 
-from reconciler import assemble, catalog, engine, requeue, server, settings, source
+from reconciler import assemble, catalog, engine, requeue, server, settings, source, waves
 from reconciler import status as view
 
 GIT_JOB = "git-poll"
@@ -59,6 +64,12 @@ class Daemon:
         self._guard = threading.Lock()
         self._resync: set[str] = set()  # syncs asked for while that spec's step ran
         self._paces: dict[str, requeue.Pace] = {}  # name -> what its next wait builds on
+        # fleet -> member -> 1-based step, as of the last git poll: what a member's step
+        # needs to refresh its fleet's gauges without reading every member's memory.
+        self._fleet_steps: dict[str, dict[str, int]] = {}
+        # Counting and setting a fleet's gauges is one act: two members stepping at once
+        # must not let the one that counted first write last.
+        self._fleet_gauges = threading.Lock()
         self._git_read = False
         self._aws_answered = False
         self._heartbeat = time.monotonic()
@@ -168,9 +179,12 @@ class Daemon:
         self._report_unverified(snapshot.unverified)
         before = {n: s.revision for n, s in self.catalog.specs.items()}
         self.catalog.update(snapshot)
+        # Before any job of a new spec runs: a member must never step outside its fleet.
+        self.engine.set_fleets(self.catalog.fleets)
         self._git_read = True
         self._report_spec_errors()
         self._sync_jobs(before)
+        self._refresh_fleets()
 
     def _report_unverified(self, refusal: str | None) -> None:
         """Once per refused head (each poll sees it again): a metric and an error line."""
@@ -230,6 +244,57 @@ class Daemon:
             "spec removed from git: no longer managed; its stack is left as it is", name=name
         )
 
+    # --- fleets -------------------------------------------------------------------------
+
+    def _refresh_fleets(self) -> None:
+        """Let go of removed fleets whose members are done; refresh every fleet's gauges.
+        Runs in the git poll only, the one thread that changes the catalog."""
+        views = self.engine.fleet_views()
+        fleets = self.catalog.fleets
+        settled = {
+            v.name for v in views if v.name in fleets and fleets[v.name].removed and _settled(v)
+        }
+        for name in sorted(settled):
+            self.catalog.drop_fleet(name)
+            self.log.info(
+                "fleet removed from git: its members are done; no longer ordered", fleet=name
+            )
+        if settled:
+            self.engine.set_fleets(self.catalog.fleets)
+            views = [v for v in views if v.name not in settled]
+        with self._guard:
+            self._fleet_steps = {
+                v.name: {m: s.index for s in v.steps for m in s.members} for v in views
+            }
+        self.metrics.keep_fleets({v.name for v in views})
+        for v in views:
+            self.observe_fleet(v.name, v.halt is not None)
+
+    def observe_fleet(self, fleet: str, halted: bool | None = None) -> None:
+        """reconciler_fleet_members and _halted of one fleet, from the members' phases now."""
+        with self._guard:
+            steps = dict(self._fleet_steps.get(fleet, {}))
+        if not steps and fleet not in self.engine.fleet_names():
+            return
+        if halted is None:
+            halted = self.store.fleet(fleet).halt is not None
+        with self._fleet_gauges:
+            counts: dict[tuple[int, str], int] = {}
+            for member, step in steps.items():
+                status = self.engine.status(member)
+                if status is not None:
+                    key = (step, str(status.phase))
+                    counts[key] = counts.get(key, 0) + 1
+            self.metrics.observe_fleet(fleet, counts, halted)
+
+    def _fleet_of(self, name: str) -> str | None:
+        with self._guard:
+            return next((f for f, members in self._fleet_steps.items() if name in members), None)
+
+    def fleet_members(self, fleet: str) -> list[str]:
+        with self._guard:
+            return sorted(self._fleet_steps.get(fleet, {}))
+
     # --- reconcile ----------------------------------------------------------------------
 
     def reconcile(self, name: str) -> None:
@@ -254,6 +319,9 @@ class Daemon:
         if result.error is None:
             self._aws_answered = True
         self._reschedule(name, loaded, result)
+        fleet = self._fleet_of(name)
+        if fleet is not None:
+            self.observe_fleet(fleet)
 
     def _reschedule(self, name: str, loaded: catalog.LoadedSpec, result: engine.StepResult) -> None:
         now = self.clock()
@@ -309,6 +377,11 @@ class Daemon:
 
     def ready(self) -> bool:
         return self._git_read and (self._aws_answered or not self.catalog.specs)
+
+
+def _settled(fleet: waves.FleetView) -> bool:
+    """Every member done (in sync, failed or paused) and none under way."""
+    return all(set(s.done) == set(s.members) and not s.in_flight for s in fleet.steps)
 
 
 class Controller:
@@ -373,6 +446,41 @@ class Controller:
         image = status.deployment.spec.image
         self.d.store.approve(name, image, self.d.clock())
         return f"approved switching to {image}"
+
+    def fleets(self) -> list[dict[str, Any]]:
+        return [v.to_json() for v in self.d.engine.fleet_views()]
+
+    def fleet(self, name: str) -> dict[str, Any] | None:
+        if name not in self.d.engine.fleet_names():
+            return None
+        found = [v for v in self.d.engine.fleet_views() if v.name == name]
+        return found[0].to_json() if found else None
+
+    def fleet_control(self, name: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        if name not in self.d.engine.fleet_names():
+            raise KeyError(name)
+        parsed = server.control_body(action, body, server.FLEET_CONTROL_BODIES)
+        was = self.d.store.fleet(name).halt
+        if action == "pause":
+            assert isinstance(parsed, server.FleetPauseBody)
+            if self.d.engine.halt_fleet(name, parsed.reason):
+                message = f"halted: {parsed.reason}"
+            else:
+                message = f"was already halted: {was.reason if was else '-'}"
+        else:
+            retried = self.d.engine.lift_fleet(name, retry=action == "retry")
+            message = "resumed" if was is not None else "was not halted"
+            if action == "retry":
+                message += (
+                    f"; retrying now: {', '.join(retried)}" if retried else "; no failed member"
+                )
+            message += "; failures so far no longer count against the budget"
+        self.d.log.info("fleet control", fleet=name, action=action, result=message)
+        self.d.observe_fleet(name)
+        # Each member reacts now, not at its own pace (a halted member may be backing off).
+        for member in self.d.fleet_members(name):
+            self.d.sync(member)
+        return {"name": name, "action": action, "result": message}
 
     def trigger_git_poll(self) -> None:
         self.d.trigger_git_poll()

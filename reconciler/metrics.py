@@ -71,6 +71,8 @@ class Metrics:
         self._info: dict[str, tuple[str, ...]] = {}  # name -> label values of its stack_info
         self._series: dict[str, set[tuple[Counter | Gauge | Histogram, tuple[str, ...]]]] = {}
         self._spec_error_files: set[str] = set()
+        # fleet -> the (step, phase) label values of its reconciler_fleet_members series
+        self._fleet_series: dict[str, set[tuple[str, str]]] = {}
         self._define_stack_metrics()
         self._define_global_metrics()
         self._budgets = _Budgets()
@@ -153,6 +155,16 @@ class Metrics:
         self.http_requests_total = Counter(
             "reconciler_http_requests_total", "Requests to the daemon's HTTP server.",
             ["handler", "code"], registry=r,
+        )  # fmt: skip
+        self.fleet_members = Gauge(
+            "reconciler_fleet_members",
+            "Members of a fleet by step (1-based, in order) and stack phase.",
+            ["fleet", "step", "phase"], registry=r,
+        )  # fmt: skip
+        self.fleet_halted = Gauge(
+            "reconciler_fleet_halted",
+            "1 while the fleet starts no rollout (failure budget spent, or halted by a person).",
+            ["fleet"], registry=r,
         )  # fmt: skip
         self.notifications_total = Counter(
             "reconciler_notifications_total",
@@ -268,6 +280,31 @@ class Metrics:
             for file, count in counts.items():
                 self.spec_errors_gauge.labels(file).set(count)
             self._spec_error_files = set(counts)
+
+    def observe_fleet(
+        self, fleet: str, members: Mapping[tuple[int, str], int], halted: bool
+    ) -> None:
+        """Replace a fleet's gauges: members per (1-based step, phase); pairs not given go."""
+        series = {(str(step), phase): count for (step, phase), count in members.items()}
+        with self._lock:
+            for step, phase in self._fleet_series.get(fleet, set()) - series.keys():
+                with contextlib.suppress(KeyError):
+                    self.fleet_members.remove(fleet, step, phase)
+            for (step, phase), count in series.items():
+                self.fleet_members.labels(fleet, step, phase).set(count)
+            self._fleet_series[fleet] = set(series)
+            self.fleet_halted.labels(fleet).set(int(halted))
+
+    def keep_fleets(self, fleets: Iterable[str]) -> None:
+        """Remove the series of every fleet not in `fleets`: it left git and was let go."""
+        keep = set(fleets)
+        with self._lock:
+            for fleet in set(self._fleet_series) - keep:
+                for step, phase in self._fleet_series.pop(fleet):
+                    with contextlib.suppress(KeyError):
+                        self.fleet_members.remove(fleet, step, phase)
+                with contextlib.suppress(KeyError):
+                    self.fleet_halted.remove(fleet)
 
     def aws_request(self, service: str, operation: str, result: str) -> None:
         """Count one AWS API call; `result` is `ok` or a short error code."""

@@ -63,6 +63,9 @@ TELLING: Mapping[model.TransitionKind, Telling] = {
     "fleet_halted": Telling("fleet halted", ":octagonal_sign:"),
 }
 KINDS: tuple[model.TransitionKind, ...] = get_args(model.TransitionKind)
+# Kinds told of a whole fleet (`kind: Fleet`): the transition's name is the fleet's, it has
+# no stack, region or image, and its revision is only the time that keys it (engine).
+FLEET_KINDS: frozenset[model.TransitionKind] = frozenset({"fleet_halted"})
 if set(TELLING) != set(KINDS):  # pragma: no cover (an import error names the culprit)
     raise AssertionError(
         f"notify.TELLING and model.TransitionKind differ: {set(TELLING) ^ set(KINDS)}"
@@ -201,13 +204,15 @@ def _iso(value: dt.datetime) -> str:
 
 def json_payload(t: model.Transition) -> dict[str, Any]:
     """The generic webhook body; `id` lets a receiver drop the rare duplicate (see docs)."""
+    fleet = t.kind in FLEET_KINDS
     return {
         "id": t.key,
         "event": t.kind,
+        "scope": "fleet" if fleet else "stack",
         "name": t.name,
         "stack": t.stack,
         "region": t.region,
-        "revision": t.revision,
+        "revision": "" if fleet else t.revision,  # a fleet's is a time, not a git revision
         "image": t.image,
         "message": t.message,
         "at": _iso(t.at),
@@ -217,10 +222,17 @@ def json_payload(t: model.Transition) -> dict[str, Any]:
 def slack_payload(t: model.Transition) -> dict[str, Any]:
     """A Slack incoming-webhook body: `text` for notifications, `blocks` for the channel."""
     telling = TELLING[t.kind]
-    headline = f"{telling.emoji} *{t.name}*: {telling.title} ({t.image})"
-    detail = f"stack {t.stack} in {t.region} · revision {t.revision[:12]} · {_iso(t.at)}"
+    if t.kind in FLEET_KINDS:
+        # No stack, region, image or revision to show: a fleet is many stacks.
+        headline = f"{telling.emoji} *{t.name}*: {telling.title}"
+        detail = f"fleet {t.name} · {_iso(t.at)}"
+        text = f"fleet {t.name}: {telling.title}"
+    else:
+        headline = f"{telling.emoji} *{t.name}*: {telling.title} ({t.image})"
+        detail = f"stack {t.stack} in {t.region} · revision {t.revision[:12]} · {_iso(t.at)}"
+        text = f"{t.name}: {telling.title} ({t.image})"
     return {
-        "text": f"{t.name}: {telling.title} ({t.image})",
+        "text": text,
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": detail}]},

@@ -70,9 +70,35 @@ CONTROL_BODIES: dict[str, type[ControlBody]] = {
 CONTROL_ACTIONS = tuple(CONTROL_BODIES)
 
 
-def control_body(action: str, body: Mapping[str, Any]) -> ControlBody:
+def _no_until(value: Any) -> Any:
+    if value:
+        # A fleet's halt has no end of its own: ignoring `until` would leave it halted
+        # past the time the caller meant.
+        raise ValueError("a fleet pause has no until: it lasts until resume or retry")
+    return None
+
+
+class FleetPauseBody(ControlBody):
+    """pause of a fleet: why (shown in every member's status and the fleet's)."""
+
+    reason: Annotated[str, pydantic.BeforeValidator(_reason)]
+    until: Annotated[None, pydantic.BeforeValidator(_no_until)] = None
+
+
+# Under /api/v1/fleets/NAME/: a fleet is halted and lifted as a whole (reconciler.waves).
+FLEET_CONTROL_BODIES: dict[str, type[ControlBody]] = {
+    "pause": FleetPauseBody,
+    "resume": ControlBody,
+    "retry": ControlBody,
+}
+FLEET_CONTROL_ACTIONS = tuple(FLEET_CONTROL_BODIES)
+
+
+def control_body(
+    action: str, body: Mapping[str, Any], bodies: Mapping[str, type[ControlBody]] = CONTROL_BODIES
+) -> ControlBody:
     """The body of `action`, checked; ValueError with one line naming the field at fault."""
-    model = CONTROL_BODIES.get(action)
+    model = bodies.get(action)
     if model is None:
         raise ValueError(f"unknown action {action!r}")
     try:
@@ -101,6 +127,9 @@ class Controller(Protocol):
     def healthy(self) -> bool: ...
     def ready(self) -> bool: ...
     def history(self, name: str) -> list[dict[str, Any]] | None: ...
+    def fleets(self) -> list[dict[str, Any]]: ...
+    def fleet(self, name: str) -> dict[str, Any] | None: ...
+    def fleet_control(self, name: str, action: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 # --- the application: a read request in, a response out ---------------------------------
@@ -165,6 +194,7 @@ class App:
         self._allow_unauthenticated = allow_unauthenticated_controls
         self._limits = limits
         actions = "|".join(CONTROL_ACTIONS)
+        fleet_actions = "|".join(FLEET_CONTROL_ACTIONS)
         self._routes = (
             _Route("metrics", "/metrics", {"GET": self._get_metrics}),
             _Route("healthz", "/healthz", {"GET": self._get_health}),
@@ -176,6 +206,13 @@ class App:
                 "control",
                 f"/api/v1/stacks/(?P<name>[^/]+)/(?P<action>{actions})",
                 {"POST": self._post_control},
+            ),
+            _Route("fleets", "/api/v1/fleets", {"GET": self._get_fleets}),
+            _Route("fleet", "/api/v1/fleets/(?P<name>[^/]+)", {"GET": self._get_fleet}),
+            _Route(
+                "fleet_control",
+                f"/api/v1/fleets/(?P<name>[^/]+)/(?P<action>{fleet_actions})",
+                {"POST": self._post_fleet_control},
             ),
             _Route("hook", "/hooks/git", {"POST": self._post_hook}, limits.webhook_body),
         )
@@ -242,6 +279,15 @@ class App:
             return error(404, f"no stack named {params['name']!r}")
         return json_response(200, {"history": history})
 
+    def _get_fleets(self, _request: Request, _params: Mapping[str, str]) -> Response:
+        return json_response(200, {"fleets": self._controller.fleets()})
+
+    def _get_fleet(self, _request: Request, params: Mapping[str, str]) -> Response:
+        fleet = self._controller.fleet(params["name"])
+        if fleet is None:
+            return error(404, f"no fleet named {params['name']!r}")
+        return json_response(200, fleet)
+
     # --- controls
 
     def _authorize(self, request: Request) -> Response | None:
@@ -269,6 +315,26 @@ class App:
             result = self._controller.control(params["name"], params["action"], body)
         except KeyError:
             return error(404, f"no stack named {params['name']!r}")
+        except ValueError as exc:
+            return error(400, str(exc))
+        return json_response(200, result)
+
+    def _post_fleet_control(self, request: Request, params: Mapping[str, str]) -> Response:
+        """As _post_control, for a fleet: the same token, body and error rules."""
+        refusal = self._authorize(request)
+        if refusal is not None:
+            return refusal
+        body = _json_object(request.body)
+        if body is None:
+            return error(400, "the body must be a JSON object")
+        name, action = params["name"], params["action"]
+        if self._controller.fleet(name) is None:
+            return error(404, f"no fleet named {name!r}")  # before judging the body
+        try:
+            control_body(action, body, FLEET_CONTROL_BODIES)
+            result = self._controller.fleet_control(name, action, body)
+        except KeyError:
+            return error(404, f"no fleet named {name!r}")
         except ValueError as exc:
             return error(400, str(exc))
         return json_response(200, result)

@@ -86,6 +86,7 @@ def exposed_metric_names() -> set[str]:
     m.spec_errors({"deploy-specs/api.yaml": 1})
     m.aws_request("cloudformation", "DescribeStacks", "ok")
     m.http_request("metrics", 200)
+    m.observe_fleet("api", {(1, "InSync"): 1}, halted=False)
     body, _ = m.exposition()
     names = set()
     for family in text_string_to_metric_families(body.decode()):

@@ -5,6 +5,8 @@ bad value with one line naming the option as the user wrote it, exit 2, no trace
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import pathlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import cli, settings
+from reconciler import catalog, cli, model, settings, spec, waves
 from reconciler.store import Store
 from tests.unit import test_catalog
 
@@ -409,3 +411,162 @@ def test_validate_counts_fleets_only_when_there_are_some(
     (tmp_path / "b.yaml").write_text(test_catalog.labelled("b", app="api"))
     assert cli.main(["validate", str(tmp_path)]) == 0
     assert capsys.readouterr().out == "2 spec(s) valid: a, b\n1 fleet(s) valid: api\n"
+
+
+# --- fleets: --fleet, the FLEETS table, the plan's steps -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pause", "--reason", "why"],
+        ["pause", "app", "--fleet", "api", "--reason", "why"],
+        ["resume"],
+        ["resume", "app", "--fleet", "api"],
+        ["retry"],
+        ["retry", "app", "--fleet=api"],
+    ],
+)
+def test_a_control_takes_a_spec_name_or_a_fleet_exactly_one(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before any daemon is asked (none listens on the default address here)."""
+    code, err = run(argv, capsys)
+    assert code == cli.EXIT_USAGE
+    assert_one_line_naming(err, "--fleet")
+    assert "exactly one" in err
+
+
+def test_a_fleet_pause_with_until_is_refused_naming_until(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["pause", "--fleet", "api", "--reason", "why", "--until", "2026-12-01T00:00:00Z"]
+    code, err = run(argv, capsys)
+    assert code == cli.EXIT_USAGE
+    assert_one_line_naming(err, "--until")
+
+
+def test_a_fleet_control_posts_to_the_fleets_route(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked: list[tuple[str, str, Any]] = []
+
+    def daemon(conf: settings.Settings, method: str, path: str, body: Any = None) -> Any:
+        asked.append((method, path, body))
+        return {"name": "api", "action": path.rsplit("/", 1)[1], "result": "ok"}
+
+    monkeypatch.setattr(cli, "_daemon", daemon)
+    assert cli.main(["pause", "--fleet", "api", "--reason", "incident 7"]) == 0
+    assert cli.main(["resume", "--fleet", "api"]) == 0
+    assert cli.main(["retry", "--fleet", "api"]) == 0
+    assert cli.main(["retry", "app"]) == 0
+    assert asked == [
+        ("POST", "/api/v1/fleets/api/pause", {"reason": "incident 7"}),
+        ("POST", "/api/v1/fleets/api/resume", {}),
+        ("POST", "/api/v1/fleets/api/retry", {}),
+        ("POST", "/api/v1/stacks/app/retry", {}),
+    ]
+
+
+def _fleet_json(halted: bool) -> dict[str, Any]:
+    halt = model.Halt("2 failed", dt.datetime(2026, 11, 26, tzinfo=dt.UTC), "budget")
+    view = waves.FleetView(
+        "api",
+        "fleets/api.yaml",
+        False,
+        (
+            waves.StepView(1, 1, ("api-c",), (), ("api-c",), ("api-c",)),
+            waves.StepView(2, 1, ("api-a", "api-b"), ("api-a",), (), ()),
+        ),
+        halt if halted else None,
+        0,
+        ("api-c",),
+    )
+    return view.to_json()
+
+
+STACK_JSON = {
+    "name": "api-a",
+    "stackName": "S1",
+    "phase": "Migrating",
+    "live": {"image": "ami-1"},
+    "desired": {"image": "ami-2"},
+    "message": "m",
+}
+
+
+@pytest.mark.parametrize("halted", [False, True])
+def test_status_prints_a_fleets_table_after_the_stacks_and_fleets_in_json(
+    halted: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = {
+        "/api/v1/stacks": {"stacks": [STACK_JSON]},
+        "/api/v1/fleets": {"fleets": [_fleet_json(halted)]},
+    }
+    monkeypatch.setattr(
+        cli, "_daemon", lambda conf, method, path, body=None, missing=None: answers[path]
+    )
+    assert cli.main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("FLEETS")
+    assert lines[0].startswith("NAME") and lines[1].startswith("api-a")
+    assert lines[at + 1].split() == [
+        "NAME",
+        "HALTED",
+        "STEP",
+        "DONE",
+        "FAILED",
+        "IN",
+        "FLIGHT",
+        "REASON",
+    ]
+    row = lines[at + 2].split()
+    assert row[:6] == ["api", "yes" if halted else "no", "2/2", "1/3", "1/0", "api-a"]
+    assert row[6:] == (["2", "failed"] if halted else [])
+    assert cli.main(["status", "--output", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fleets"][0]["name"] == "api" and data["stacks"] == [STACK_JSON]
+
+
+def test_status_without_fleets_prints_no_fleets_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = {"/api/v1/stacks": {"stacks": [STACK_JSON]}, "/api/v1/fleets": {"fleets": []}}
+    monkeypatch.setattr(
+        cli, "_daemon", lambda conf, method, path, body=None, missing=None: answers[path]
+    )
+    assert cli.main(["status"]) == 0
+    assert "FLEETS" not in capsys.readouterr().out
+
+
+def test_plan_shows_each_members_fleet_and_step_and_which_move_in_which_step() -> None:
+    steps = "  steps:\n    - matchLabels: {tier: canary}\n    - maxConcurrent: 25%\n"
+    document = spec.parse_document(test_catalog.fleet("api", steps), "fleets/api.yaml")
+    assert isinstance(document, spec.FleetDeployment)
+    fleets = {"api": catalog.LoadedFleet(document, "fleets/api.yaml", "r", False, False)}
+
+    def row(name: str, live: str, **labels: str) -> dict[str, Any]:
+        parsed = spec.parse(
+            test_catalog.labelled(name, test_catalog.AMI_A, **labels), f"{name}.yaml"
+        )
+        assert isinstance(parsed, spec.StackDeployment)
+        loaded = catalog.LoadedSpec(parsed, f"{name}.yaml", "r", False)
+        return {**cli._fleet_and_step(loaded, fleets), "name": name, "liveImage": live,
+                "desiredImage": test_catalog.AMI_A}  # fmt: skip
+
+    rows = [
+        row("api-eu-1", "ami-1", app="api", tier="canary"),
+        row("api-eu-2", "ami-1", app="api"),
+        row("api-us-1", "ami-1", app="api"),
+        row("api-us-2", test_catalog.AMI_A, app="api"),  # in sync: does not move
+        row("web-1", "ami-1", app="web"),
+    ]
+    assert [(r["fleet"], r["step"]) for r in rows] == [
+        ("api", 1), ("api", 2), ("api", 2), ("api", 2), (None, None),
+    ]  # fmt: skip
+    summary = cli._plan_fleets(rows, fleets)
+    assert [cli._fleet_line(f) for f in summary] == [
+        "fleet api: step 1 (canary): api-eu-1; step 2 (25%, max 1): api-eu-2, api-us-1"
+    ]
+    rows[0]["liveImage"] = rows[1]["liveImage"] = rows[2]["liveImage"] = test_catalog.AMI_A
+    assert cli._plan_fleets(rows, fleets) == []

@@ -205,3 +205,38 @@ def test_promtool_finds_nothing_to_complain_about() -> None:
         [promtool, "check", "metrics"], input=body, capture_output=True, check=False
     )
     assert (done.returncode, done.stdout + done.stderr) == (0, b"")
+
+
+def fleet_series(m: Metrics) -> dict[tuple[str, ...], float]:
+    """Every reconciler_fleet_* sample, by (metric, label values)."""
+    body, _ = m.exposition()
+    return {
+        (s.name, *(s.labels[k] for k in ("fleet", "step", "phase") if k in s.labels)): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name.startswith("reconciler_fleet_")
+    }
+
+
+def test_a_fleets_gauges_are_replaced_whole_and_a_fleet_let_go_loses_its_series() -> None:
+    """A (step, phase) no member is in any more goes (not 0 forever); keep_fleets drops
+    every series of a fleet no longer in force and leaves the others."""
+    m = Metrics()
+    m.observe_fleet("api", {(1, "InSync"): 1, (2, "Waiting"): 3}, halted=False)
+    m.observe_fleet("web", {(1, "Migrating"): 1}, halted=True)
+    m.observe_fleet("api", {(1, "InSync"): 1, (2, "Migrating"): 1, (2, "Waiting"): 2}, False)
+    assert fleet_series(m) == {
+        ("reconciler_fleet_members", "api", "1", "InSync"): 1.0,
+        ("reconciler_fleet_members", "api", "2", "Migrating"): 1.0,
+        ("reconciler_fleet_members", "api", "2", "Waiting"): 2.0,
+        ("reconciler_fleet_halted", "api"): 0.0,
+        ("reconciler_fleet_members", "web", "1", "Migrating"): 1.0,
+        ("reconciler_fleet_halted", "web"): 1.0,
+    }
+    m.keep_fleets({"web"})
+    assert fleet_series(m) == {
+        ("reconciler_fleet_members", "web", "1", "Migrating"): 1.0,
+        ("reconciler_fleet_halted", "web"): 1.0,
+    }
+    m.keep_fleets(set())
+    assert fleet_series(m) == {}

@@ -71,6 +71,7 @@ def test_each_transition_is_posted_once_as_generic_json(store: Store, receiver: 
     assert receiver.bodies[0] == {
         "id": f"biglearn-api|{REV}|rollout_started",
         "event": "rollout_started",
+        "scope": "stack",
         "name": "biglearn-api",
         "stack": "Stack1",
         "region": "us-east-1",
@@ -92,6 +93,47 @@ def test_slack_payload_has_text_and_readable_blocks(store: Store, receiver: Rece
     assert ":x: *biglearn-api*: rollout failed" in body["blocks"][0]["text"]["text"]
     assert "Stack1" in body["blocks"][1]["elements"][0]["text"]
     assert receiver.paths == ["/T0/B0/x"]
+
+
+def fleet_halted(at: dt.datetime = T0) -> model.Transition:
+    """As engine._tell_fleet tells it: the fleet's name, no stack, keyed by its time."""
+    message = "fleet api halted: 2 failed member(s) (api-eu-1, api-eu-2), more than 1"
+    return model.Transition("api", "", "", at.isoformat(), "fleet_halted", "", message, at)
+
+
+def test_a_fleet_transition_names_the_fleet_and_shows_no_empty_stack(
+    store: Store, receiver: Receiver
+) -> None:
+    """A fleet has no stack, region, image or git revision: JSON says `scope: fleet` with
+    those empty (the revision the engine keys it by is a time), Slack names the fleet and
+    shows no empty `stack  in ` or `()`; halted again later, it is told again."""
+    n = notifier(
+        store,
+        notify.Sink("default", "json", receiver.url),
+        notify.Sink("chat", "slack", receiver.url + "/T0/B0/x"),
+    )
+    n.listener([fleet_halted(T0 - dt.timedelta(hours=1)), fleet_halted()])
+    assert n.deliver_due() == 4
+    generic = [b for b in receiver.bodies if "event" in b]
+    slack = [b for b in receiver.bodies if "blocks" in b]
+    assert len(generic) == 2 and len(slack) == 2
+    assert {k: generic[0][k] for k in ("event", "scope", "name", "stack", "region")} == {
+        "event": "fleet_halted",
+        "scope": "fleet",
+        "name": "api",
+        "stack": "",
+        "region": "",
+    }
+    assert (generic[0]["revision"], generic[0]["image"]) == ("", "")
+    assert generic[0]["message"].startswith("fleet api halted: 2 failed member(s)")
+    assert generic[0]["id"] != generic[1]["id"]
+    body = slack[-1]
+    assert body["text"] == "fleet api: fleet halted"
+    assert body["blocks"][0]["text"]["text"] == ":octagonal_sign: *api*: fleet halted"
+    context = body["blocks"][1]["elements"][0]["text"]
+    assert context == "fleet api · 2026-11-26T10:00:00Z"
+    assert body["blocks"][2]["text"]["text"].startswith("fleet api halted")
+    assert all("()" not in b["text"] for b in slack)
 
 
 def test_every_transition_kind_renders_for_every_sink_kind(store: Store) -> None:

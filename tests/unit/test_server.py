@@ -21,6 +21,7 @@ from reconciler.server import Limits, Server, parse_listen
 TOKEN = "t0ken-for-tests-123"
 SECRET = "hook-secret-456"
 STATUS = {"name": "api", "stackName": "Stack1", "phase": "InSync"}
+FLEET = {"name": "web", "halted": False, "steps": []}
 
 
 class FakeController:
@@ -31,6 +32,7 @@ class FakeController:
         self.is_ready = True
         self.polls = 0
         self.controls: list[tuple[str, str, dict[str, Any]]] = []
+        self.fleet_controls: list[tuple[str, str, dict[str, Any]]] = []
         self.fail_with: Exception | None = None
 
     def stacks(self) -> list[dict[str, Any]]:
@@ -48,6 +50,18 @@ class FakeController:
             raise ValueError("pause needs a reason")
         self.controls.append((name, action, body))
         return {"name": name, "action": action, "accepted": True}
+
+    def fleets(self) -> list[dict[str, Any]]:
+        return [FLEET]
+
+    def fleet(self, name: str) -> dict[str, Any] | None:
+        return FLEET if name == "web" else None
+
+    def fleet_control(self, name: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        if name != "web":
+            raise KeyError(name)
+        self.fleet_controls.append((name, action, body))
+        return {"name": name, "action": action, "result": "done"}
 
     def trigger_git_poll(self) -> None:
         self.polls += 1
@@ -337,6 +351,69 @@ def test_an_unknown_control_action_is_404() -> None:
     with serving() as server:
         reply = call(server, "POST", "/api/v1/stacks/api/explode", headers=bearer())
     assert reply.status == 404
+
+
+# --- fleets
+
+
+def test_fleets_list_under_one_key_and_one_fleet_or_a_json_404() -> None:
+    with serving() as server:
+        listed = call(server, "GET", "/api/v1/fleets")
+        one = call(server, "GET", "/api/v1/fleets/web")
+        missing = call(server, "GET", "/api/v1/fleets/nope")
+    assert (listed.status, listed.json()) == (200, {"fleets": [FLEET]})
+    assert (one.status, one.json()) == (200, FLEET)
+    assert (missing.status, missing.json()) == (404, {"error": "no fleet named 'nope'"})
+    assert missing.body.count(b"\n") == 1
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "retry"])
+def test_a_fleet_control_follows_the_stack_controls_token_rules(action: str) -> None:
+    """Without the token: 401 (403 with none configured), and nothing reaches the daemon;
+    with it, the body goes through as sent."""
+    controller = FakeController()
+    body = b'{"reason": "incident 7"}'
+    with serving(controller) as server:
+        wrong = call(server, "POST", f"/api/v1/fleets/web/{action}", body, bearer("nope"))
+        right = call(server, "POST", f"/api/v1/fleets/web/{action}", body, bearer())
+    with serving(controller, token=None) as server:
+        closed = call(server, "POST", f"/api/v1/fleets/web/{action}", body)
+    assert wrong.status == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+    assert closed.status == 403
+    assert right.status == 200, right.body
+    assert controller.fleet_controls == [("web", action, {"reason": "incident 7"})]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error"),
+    [
+        ("/api/v1/fleets/web/pause", b"{}", 400, "pause needs a reason"),
+        ("/api/v1/fleets/web/pause", b'{"reason": " "}', 400, "pause needs a reason"),
+        ("/api/v1/fleets/web/pause", b"[1]", 400, "the body must be a JSON object"),
+        ("/api/v1/fleets/nope/pause", b"{}", 404, "no fleet named 'nope'"),
+        ("/api/v1/fleets/web/approve", b"{}", 404, "not found"),
+    ],
+)
+def test_a_bad_fleet_control_is_refused_in_one_json_line_and_does_nothing(
+    path: str, body: bytes, status: int, error: str
+) -> None:
+    controller = FakeController()
+    with serving(controller) as server:
+        reply = call(server, "POST", path, body, bearer())
+    assert (reply.status, reply.json()) == (status, {"error": error})
+    assert controller.fleet_controls == []
+
+
+def test_a_fleet_pause_refuses_until_rather_than_ignore_it() -> None:
+    """A stack's pause ends by itself at `until`; a fleet's does not, so a caller who
+    asks for one is told, not left with a halt that outlives what was meant."""
+    controller = FakeController()
+    body = b'{"reason": "x", "until": "2026-12-01T00:00:00Z"}'
+    with serving(controller) as server:
+        reply = call(server, "POST", "/api/v1/fleets/web/pause", body, bearer())
+    assert reply.status == 400
+    assert "until" in reply.json()["error"] and "resume" in reply.json()["error"]
+    assert controller.fleet_controls == []
 
 
 # --- webhook -------------------------------------------------------------------------------
