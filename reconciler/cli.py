@@ -334,25 +334,23 @@ class Local:
     store: Store
 
 
-def _local(conf: settings.Settings, *, ordered: bool) -> Local:
-    """`ordered`: the engine keeps the fleets' order (apply). `plan` leaves it out, because
-    judging a turn may store a fleet's halt, and plan changes nothing; it shows the steps."""
+def _local(conf: settings.Settings) -> Local:
+    """The engine keeps the fleets' order; `plan` previews with it, storing nothing."""
     cat = catalog.Catalog()
     with assemble.git_source(conf) as specs:  # its `git cat-file` readers end here
         cat.update(specs.poll())
     store = Store.in_state_dir(conf.state_dir)
     metrics = Metrics()
     eng = assemble.reconcile_engine(conf, assemble.clients(conf, metrics), store, metrics)
-    if ordered:
-        eng.set_fleets(cat.fleets)
-        # A turn is judged from the members the engine knows: all of them, before any step.
-        for loaded in cat.specs.values():
-            eng.track(loaded)
+    eng.set_fleets(cat.fleets)
+    # A turn is judged from the members the engine knows: all of them, before any step.
+    for loaded in cat.specs.values():
+        eng.track(loaded)
     return Local(cat.specs, cat.fleets, cat.errors, eng, store)
 
 
 def cmd_plan(args: argparse.Namespace, conf: settings.Settings) -> int:
-    local = _local(conf, ordered=False)
+    local = _local(conf)
     rows = []
     for loaded in sorted(local.specs.values(), key=lambda s: s.deployment.name):
         observed, decision = local.engine.preview(loaded)
@@ -493,7 +491,7 @@ def cmd_apply(args: argparse.Namespace, conf: settings.Settings) -> int:
 
 
 def _apply(args: argparse.Namespace, conf: settings.Settings) -> int:
-    local = _local(conf, ordered=True)
+    local = _local(conf)
     for error in local.errors:
         print(f"error: {error}", file=sys.stderr)
     if not local.specs:
@@ -847,7 +845,7 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scenario",
-        choices=["happy", "migration-fails", "update-rolls-back", "paused"],
+        choices=["happy", "migration-fails", "update-rolls-back", "paused", "fleet"],
         default="happy",
     )
     p.add_argument("--keep-running", action="store_true", help="stay up to look at it")

@@ -69,7 +69,11 @@ def _claim(observed: model.Observed, decision: model.Decision) -> model.Claim | 
 
 
 def _member(
-    status: StackStatus, fleet: spec.FleetSpec, memory: model.Memory, now: dt.datetime
+    status: StackStatus,
+    fleet: spec.FleetSpec,
+    memory: model.Memory,
+    now: dt.datetime,
+    live: str | None,
 ) -> waves.Member:
     sp = status.deployment.spec
     pause = sp.paused
@@ -79,10 +83,10 @@ def _member(
     )
     rollout = memory.rollout
     active = rollout is not None and rollout.active
-    if status.observed is not None and status.observed.stack is not None:
-        in_sync = status.live_image == sp.image and not active
+    if live is not None:
+        in_sync = live == sp.image and not active
     else:
-        # Not stepped here (another replica drives it, or not yet): its record says.
+        # Not seen at all: its record says.
         in_sync = (
             rollout is not None and rollout.image == sp.image and rollout.result == "succeeded"
         )
@@ -186,7 +190,9 @@ class Engine:
         sp = loaded.deployment.spec
         memory = self.store.load(loaded.deployment.name)
         with _about(loaded):
-            observed = self._observe(sp, loaded.deployment.name)
+            # judge=False: a fleet's halt is shown as it would be, never stored (plan changes
+            # nothing).
+            observed = self._observe(sp, loaded.deployment.name, judge=False)
             if sp.rollout.alarms:  # a full observation lacks only these
                 observed = self.fleet.with_alarms(sp, observed, self.fresh)
         decision = planner.plan(
@@ -316,14 +322,14 @@ class Engine:
         return model.Observed(stack=view)  # in sync: no upstream or turn is asked about
 
     def _with_context(
-        self, sp: spec.Spec, name: str, observed: model.Observed | None
+        self, sp: spec.Spec, name: str, observed: model.Observed | None, judge: bool = True
     ) -> model.Observed | None:
         """What the planner needs of other specs: the promotion's upstream, the fleet turn."""
         if observed is None:
             return None
         if sp.promotion is not None:
             observed = dataclasses.replace(observed, upstream=self._upstream(sp.promotion.after))
-        turn = self._turn(name)
+        turn = self._turn(name, judge)
         if turn is not None:
             observed = dataclasses.replace(observed, turn=turn)
         return observed
@@ -338,8 +344,8 @@ class Engine:
                 self._accounts = counts
             return self._accounts.get(_account(sp), 0)
 
-    def _observe(self, sp: spec.Spec, name: str) -> model.Observed:
-        observed = self._with_context(sp, name, aws.observe(self.clients, sp, sp.image))
+    def _observe(self, sp: spec.Spec, name: str, judge: bool = True) -> model.Observed:
+        observed = self._with_context(sp, name, aws.observe(self.clients, sp, sp.image), judge)
         assert observed is not None
         return observed
 
@@ -458,31 +464,49 @@ class Engine:
         }:
             memories = {s.name: self.store.load(s.name) for s in statuses}
             self._fleet_reads[fleet] = (time.monotonic(), memories)
-        return [_member(s, fs, memories[s.name], now) for s in statuses]
+        return [_member(s, fs, memories[s.name], now, self._live_image(s)) for s in statuses]
 
-    def _turn(self, name: str) -> model.Turn | None:
-        """A fleet member's turn; the halt judged first (and stored for every replica)."""
+    def _live_image(self, status: StackStatus) -> str | None:
+        """A member's API image as this replica last saw it, else from the account's shared
+        listing (a member another replica drives, or not stepped here yet), else unknown."""
+        if status.observed is not None and status.observed.stack is not None:
+            return status.live_image
+        sp = status.deployment.spec
+        try:
+            view = self.fleet.listed(sp, sp.interval, self._managed(sp))
+        except NotYet:
+            return None
+        return view.parameters.get(sp.parameter_names.api_image) if view is not None else None
+
+    def _turn(self, name: str, judge: bool = True) -> model.Turn | None:
+        """A fleet member's turn; the halt judged first (and, with `judge`, stored for every
+        replica and told; without, only taken into account)."""
         fleet = self._fleet_of(name)
         if fleet is None:
             return None
         now = self.clock()
         members = self._members(fleet, now)
-        memory = self._judge(fleet, members, now)
+        memory = self._judge(fleet, members, now, judge)
         return waves.turn(fleet, self._fleets[fleet].deployment.spec, members, memory, name, now)
 
     def _judge(
-        self, fleet: str, members: list[waves.Member], now: dt.datetime
+        self, fleet: str, members: list[waves.Member], now: dt.datetime, store: bool = True
     ) -> model.FleetMemory:
         """Halt a fleet past its failure budget; lift a budget halt on a new image."""
         fs = self._fleets[fleet].deployment.spec
         memory = self.store.fleet(fleet)
         if waves.lifts(memory, members):
-            self.store.lift_fleet(fleet, now)
-            self._log.info("fleet halt lifted: a member's image changed", fleet=fleet)
-            memory = self.store.fleet(fleet)
+            if not store:
+                memory = model.FleetMemory(epoch=now, holders=memory.holders)
+            else:
+                self.store.lift_fleet(fleet, now)
+                self._log.info("fleet halt lifted: a member's image changed", fleet=fleet)
+                memory = self.store.fleet(fleet)
         reason = waves.over_budget(fleet, fs, members, memory)
         if reason is not None:
             halt = model.Halt(reason, now, "budget", waves.signature(members))
+            if not store:
+                return dataclasses.replace(memory, halt=halt)
             if self.store.halt_fleet(fleet, halt):
                 self._log.warning("fleet halted", fleet=fleet, reason=reason)
                 self._tell_fleet(fleet, "fleet_halted", f"fleet {fleet} halted: {reason}", now)

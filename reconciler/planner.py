@@ -337,9 +337,11 @@ def _busy(ctx: Context) -> model.Decision | None:
             f"{spec.format_duration(ctx.want.rollout.timeout)}",
             extra=(model.ClearPending(),),
         )
+    # The API image the update sets: the rollout's, or the one a rollback returns to.
+    target = pending.expected.get(ctx.names.api_image, pending.image)
     return model.Decision(
         _PHASE_OF_KIND[pending.kind],
-        f"{pending.kind} update to {pending.image} is {status}",
+        f"{pending.kind} update to {target} is {status}",
         reason=Reason.UPDATE_IN_PROGRESS,
         requeue="active",
     )
@@ -546,7 +548,8 @@ def _fleet_gate(ctx: Context) -> model.Decision | None:
         Phase.WAITING,
         turn.message,
         reason=Reason.FLEET_HALTED if turn.halted else Reason.FLEET_TURN,
-        requeue="active",
+        # A halt ends by a commit or a control, each of which steps every member at once.
+        requeue="idle" if turn.halted else "active",
     )
 
 

@@ -418,8 +418,8 @@ def _update_rolls_back(scene: Scene, deadline: float) -> bool:
     ok = final["phase"] == "Failed" and live["LcImageId"] == scene.old
     scene.say(
         f"CloudFormation rolled the switch back; the daemon recorded the failure, the API group "
-        f"is on {live['LcImageId']}, retry at {final['failures']['nextRetryAt']} "
-        "(a new commit retries at once)"
+        f"is on {live['LcImageId']}, and the image is held until a new commit or "
+        "`reconciler retry`"
         if ok
         else "the daemon did NOT record the rollback"
     )
@@ -518,8 +518,13 @@ def _fleet(scene: Scene, deadline: float) -> bool:
         time.sleep(0.2)  # the status API is polled, as a person would refresh it
     before = {stack: _stack_params(scene, stack) for _, stack in _members()[1:]}
     fired: list[bool] = []
+    shown: list[bool] = []
 
     def fire(status: dict[str, Any]) -> None:
+        if not shown and status["phase"] == "Migrating":
+            other = _get(scene, f"/api/v1/stacks/{NAME}-2")
+            scene.say(f"  meanwhile {NAME}-2: {other['phase']} {other['message']}")
+            shown.append(True)
         # The new image is bad: once the canary bakes on it, its 5xx alarm goes off.
         if not fired and status["reason"] == "baking_alarms":
             scene.emulator.set_alarm_state(f"{NAME}-5xx", "ALARM", "5xx rate 31% > 5%")
@@ -540,7 +545,10 @@ def _fleet(scene: Scene, deadline: float) -> bool:
     waiting = _get(scene, f"/api/v1/stacks/{NAME}-2")
     scene.say(f"{NAME}-2: {waiting['phase']} {waiting['message']}")
     untouched = all(_stack_params(scene, stack) == before[stack] for stack in before)
-    ok = bool(fired) and final["reason"] == "alarm_in_bake" and halted is not None and untouched
+    failed_by_alarm = (
+        final["failures"]["code"] == "rolled_back" and "ALARM during the bake" in final["message"]
+    )
+    ok = bool(fired) and failed_by_alarm and halted is not None and untouched
     scene.say(
         f"the canary rolled back to {scene.old}; fleet {FLEET} halted ({halted}); the other four "
         f"stacks were never touched: {untouched}"

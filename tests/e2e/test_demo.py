@@ -45,7 +45,7 @@ class Run:
         return self.proc.returncode, text, self.elapsed
 
 
-SCENARIOS = ("happy", "migration-fails", "update-rolls-back", "paused")
+SCENARIOS = ("happy", "migration-fails", "update-rolls-back", "paused", "fleet")
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,14 @@ def test_paused_demo_changes_nothing_until_resumed(demos: dict[str, Run]) -> Non
     text, _ = _finished(demos, "paused")
     assert "nothing moved while paused" in text
     assert "Paused" in text
+
+
+def test_fleet_demo_halts_after_the_canary_and_touches_no_other_stack(
+    demos: dict[str, Run],
+) -> None:
+    """The canary's alarm fires in its bake: it rolls back, the fleet halts, four untouched."""
+    text, _ = _finished(demos, "fleet")
+    assert "fleet api step 2 waits for step 1" in text
+    assert "went into ALARM during the bake" in text
+    assert "fleet api halted" in text
+    assert "the other four stacks were never touched: True" in text
