@@ -56,6 +56,7 @@ apiVersion: reconciler/v1
 kind: StackDeployment
 metadata:
   name: s{i}
+  labels: {{app: bench}}
 spec:
   stackName: {stack}
   region: us-east-1
@@ -72,14 +73,27 @@ spec:
   rollout:
     timeout: 30m
     verifyHealth: true
+{alarms}"""
+ALARM = "bench-5xx"
+FLEET = """\
+apiVersion: reconciler/v1
+kind: Fleet
+metadata:
+  name: bench
+spec:
+  selector: {matchLabels: {app: bench}}
+  steps:
+    - maxConcurrent: 100%
 """
-RUNS = ("defaults", "rate", "apply", "sceptre", "throttled")
+RUNS = ("defaults", "rate", "apply", "sceptre", "throttled", "alarms", "fleet")
 LABELS = {
     "sceptre": "sceptre 4.7 `launch` of the stack group, both phases",
     "defaults": "`reconciler run`, shipped defaults",
     "rate": "`reconciler run --aws-rate 1000/s`",
     "apply": "`reconciler apply --wait`, shipped defaults",
     "throttled": "`reconciler run`, shipped defaults, every 3rd request throttled",
+    "alarms": "`reconciler run`, every spec with `rollout.alarms: [one alarm]`",
+    "fleet": "`reconciler run`, every spec in one fleet (one step, maxConcurrent 100%)",
 }
 THROTTLE_EVERY = 3
 
@@ -201,13 +215,17 @@ class World:
     images: list[str]
     repo: pathlib.Path
     setup_s: float = 0.0
+    alarms: bool = False  # every spec names one CloudWatch alarm (rollout.alarms)
 
     def stacks(self) -> list[str]:
         return [stack_name(i) for i in range(self.n)]
 
     def write_specs(self, image: str) -> str:
         for i in range(self.n):
-            text = SPEC.format(i=i, stack=stack_name(i), image=image, bucket=BUCKET, prefix=PREFIX)
+            alarms = f"    alarms: [{ALARM}]\n" if self.alarms else ""
+            text = SPEC.format(
+                i=i, stack=stack_name(i), image=image, bucket=BUCKET, prefix=PREFIX, alarms=alarms
+            )
             (self.repo / "deploy-specs" / f"s{i}.yaml").write_text(text)
         git(self.repo, "add", "-A")
         git(self.repo, "commit", "-q", "-m", f"deploy {image}")
@@ -284,8 +302,9 @@ def _done(params: dict[str, str], image: str) -> bool:
     return params.get("LcImageId") == image and params.get("MigrationDesiredCapacity") == "0"
 
 
-def build(n: int, root: pathlib.Path) -> World:
-    """A fresh moto, the proxy, N stacks on the first image, a repo asking for it."""
+def build(n: int, root: pathlib.Path, alarms: bool = False, fleet: bool = False) -> World:
+    """A fresh moto, the proxy, N stacks on the first image, a repo asking for it (with
+    `alarms`, each spec names one alarm; with `fleet`, one fleet orders them all)."""
     started = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
     moto = Helper("tests.bench.moto_proc", [], root / "moto.log")
@@ -301,6 +320,17 @@ def build(n: int, root: pathlib.Path) -> World:
             for k in range(2)
         ]
         moto_client(moto.url, "s3").create_bucket(Bucket=BUCKET)
+        if alarms:
+            moto_client(moto.url, "cloudwatch").put_metric_alarm(
+                AlarmName=ALARM,
+                MetricName="HTTPCode_Backend_5XX",
+                Namespace="AWS/ELB",
+                Statistic="Sum",
+                Period=60,
+                EvaluationPeriods=1,
+                Threshold=10.0,
+                ComparisonOperator="GreaterThanThreshold",
+            )
         cfn = moto_client(moto.url, "cloudformation")
         body = template_body()
         first = parameters(images[0])
@@ -317,7 +347,9 @@ def build(n: int, root: pathlib.Path) -> World:
         repo = root / "repo"
         (repo / "deploy-specs").mkdir(parents=True)
         git(repo, "init", "-q", "-b", "main")
-        world = World(n, root, moto, proxy, images, repo)
+        world = World(n, root, moto, proxy, images, repo, alarms=alarms)
+        if fleet:
+            (repo / "deploy-specs" / "fleet.yaml").write_text(FLEET)
         world.write_specs(images[0])
         world.control("live", dict.fromkeys(world.stacks(), first))
     except BaseException:
@@ -631,7 +663,7 @@ def measure(
     for run in runs:
         world: World | None = None
         try:
-            world = build(n, work / f"n{n}-{run}")
+            world = build(n, work / f"n{n}-{run}", alarms=run == "alarms", fleet=run == "fleet")
             if "health_probe" not in result:
                 result["health_probe"] = world.health_probe()
             if run == "defaults":
@@ -640,6 +672,8 @@ def measure(
                 row = run_daemon(world, run, ("--aws-rate", "1000/s"), 0, 0, timeout)
             elif run == "throttled":
                 row = run_daemon(world, run, (), 0, THROTTLE_EVERY, timeout)
+            elif run in ("alarms", "fleet"):
+                row = run_daemon(world, run, (), 0, 0, timeout)
             elif run == "apply":
                 row = run_apply(world, timeout)
             elif run == "sceptre":
@@ -703,6 +737,17 @@ def checks(result: dict[str, Any]) -> list[dict[str, Any]]:
     )
     m2u = a.get("merge_to_first_update_s")
     add("merge to first update <= 1 s", m2u <= 1.0 if m2u is not None else None, f"{m2u} s")
+    al, fl = runs.get("alarms", {}), runs.get("fleet", {})
+    add(
+        "alarms add at most one request per stack",
+        al["req_per_stack"] <= a["req_per_stack"] + 1 if ok_a and "wall_s" in al else None,
+        f"{al.get('req_per_stack')} vs {a.get('req_per_stack')} per stack",
+    )
+    add(
+        "in a fleet (one step, 100%): rollout <= 6 requests per stack",
+        fl["req_per_stack"] <= 6 if "wall_s" in fl else None,
+        f"{fl.get('req_per_stack')} per stack",
+    )
     if "wall_s" in th and ok_a:
         ratio = th["requests"] / max(a["requests"], 1)
         ok = (
