@@ -18,7 +18,7 @@ from reconciler import engine
 from reconciler.aws import clients as aws_clients
 from reconciler.embedded import MigrationWorker
 from reconciler.model import Phase
-from tests.faults.conftest import LOCATION, NAME, POLICY, STACK, FaultWorld, loaded_spec
+from tests.faults.conftest import LOCATION, NAME, STACK, FaultWorld, loaded_spec
 
 STEPS = 10  # steps a test watches for calls that should not happen
 SECONDS = dt.timedelta(seconds=1)
@@ -122,35 +122,32 @@ def test_an_endpoint_that_stops_answering_times_out_within_the_read_timeout(
 # --- failures that back off -------------------------------------------------------------
 
 
-def test_an_update_that_rolls_back_fails_with_backoff_and_retries_spaced_out(
+def test_an_update_that_rolls_back_is_held_until_retry(
     fault_world: FaultWorld,
 ) -> None:
-    """A phase-1 update that rolls back: Failed with the stack's reason and a retry time;
-    no UpdateStack while backing off (however often it steps); retried after 30 s, and a
-    second rollback waits 60 s. rollouts_total{failed} and the log line say so."""
+    """A phase-1 update that rolls back: Failed with the stack's reason, held (issue 13:
+    CloudFormation's verdict is not retried by itself): no UpdateStack however often it
+    steps or however long it waits; `retry` sends it again. rollouts_total{failed} and the
+    log line say so."""
     w = fault_world
     reason = "Embedded failure: MigrationAsg did not stabilize"
     w.emulator.fail_next_update(STACK, reason)
     with capture_logs() as entries:
         failed = drive(w, lambda r: r.phase == Phase.FAILED)
     assert "rolled back" in failed.message and reason in failed.message
-    assert "attempt 1 failed, next retry at" in failed.message
+    assert "attempt 1 failed, held until a new revision or `reconciler retry`" in failed.message
     assert steps_entries(entries, "rolled back")
     assert w.sample("reconciler_rollouts_total", name=NAME, result="failed") == 1
     sent = w.served("UpdateStack")
     for _ in range(STEPS):
-        w.advance(2 * SECONDS)
+        w.advance(dt.timedelta(hours=1))
         assert w.step().phase == Phase.FAILED
-    assert w.served("UpdateStack") == sent, "an update was sent while backing off"
-    w.advance(dt.timedelta(seconds=15))
-    w.emulator.fail_next_update(STACK, reason)
+    assert w.served("UpdateStack") == sent, "an update was sent while held"
+    failure = w.store.load(NAME).failure
+    assert failure is not None
+    assert w.store.retry(NAME, failure.at)  # due at once: the clock is hours past it
     retried = w.step()
     assert retried.phase == Phase.MIGRATING and retried.sent == "sent"
-    second = drive(w, lambda r: r.phase == Phase.FAILED)
-    failure = w.store.load(NAME).failure
-    assert failure is not None and failure.count == 2
-    assert failure.next_retry_at - failure.at == POLICY.backoff(2) == 60 * SECONDS
-    assert "attempt 2 failed" in second.message
 
 
 def test_a_migration_that_never_writes_its_record_fails_at_its_timeout_and_stops_the_group(
