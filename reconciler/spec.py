@@ -120,16 +120,18 @@ Labels = dict[
 ]
 
 
-class Metadata(_Model):
-    name: str
-    labels: Labels = Field(default_factory=dict)  # free-form; fleets select specs by them
+def _name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError("must match [a-z0-9-]{1,63}")
+    return value
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("must match [a-z0-9-]{1,63}")
-        return value
+
+Name = Annotated[str, AfterValidator(_name)]  # a spec's or a fleet's metadata.name
+
+
+class Metadata(_Model):
+    name: Name
+    labels: Labels = Field(default_factory=dict)  # free-form; fleets select specs by them
 
 
 class Capacity(_Model):
@@ -413,14 +415,7 @@ class FleetSpec(_Model):
 
 
 class FleetMetadata(_Model):
-    name: str
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("must match [a-z0-9-]{1,63}")
-        return value
+    name: Name
 
 
 class FleetDeployment(_Model):
