@@ -295,11 +295,13 @@ class World:
             and self.stage.emulator.stack_status(self.stack).endswith("_COMPLETE")
         )
 
-    def update_starts(self) -> list[tuple[dt.datetime, str | None]]:
-        """(time, ClientRequestToken) of every update the stack started, oldest first."""
+    def update_starts(self, stack: str | None = None) -> list[tuple[dt.datetime, str | None]]:
+        """(time, ClientRequestToken) of every update the stack (this world's, by default)
+        started, oldest first."""
         cfn = self.stage.emulator.client("cloudformation")
         events: list[dict[str, Any]] = []
-        for page in cfn.get_paginator("describe_stack_events").paginate(StackName=self.stack):
+        name = stack or self.stack
+        for page in cfn.get_paginator("describe_stack_events").paginate(StackName=name):
             events.extend(page["StackEvents"])
         starts = [
             (e["Timestamp"], e.get("ClientRequestToken"))

@@ -18,7 +18,6 @@ Slow: `make test-slow`.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -171,19 +170,6 @@ class FleetWorld(crashkit.World):
         canary = self.stacks[MEMBERS[0]]
         return halted and self.live_of(canary)["MigrationDesiredCapacity"] == "0"
 
-    def starts_of(self, stack: str) -> list[tuple[dt.datetime, str | None]]:
-        cfn = self.stage.emulator.client("cloudformation")
-        events: list[dict[str, Any]] = []
-        for page in cfn.get_paginator("describe_stack_events").paginate(StackName=stack):
-            events.extend(page["StackEvents"])
-        starts = [
-            (e["Timestamp"], e.get("ClientRequestToken"))
-            for e in events
-            if e["ResourceType"] == "AWS::CloudFormation::Stack"
-            and e["ResourceStatus"] == "UPDATE_IN_PROGRESS"
-        ]
-        return sorted(starts, key=lambda s: s[0])
-
 
 def trace(st: crashkit.Stage, fail_canary: bool) -> list[list[str]]:
     steps: list[list[str]] = []
@@ -247,7 +233,7 @@ def crash_and_resume(st: crashkit.Stage, kill: crashkit.KillPoint, fail_canary: 
 def check_waves(w: FleetWorld) -> None:
     histories = w.histories()
     for name, stack in w.stacks.items():
-        tokens = [t for _, t in w.starts_of(stack)]
+        tokens = [t for _, t in w.update_starts(stack)]
         assert len(tokens) == 2, f"{name}: expected migrate and switch once each, saw {tokens}"
         assert len(histories[name]) == 1 and histories[name][0].result == "succeeded", name
     canary, one, two = (histories[n][0] for n in MEMBERS)
@@ -259,14 +245,14 @@ def check_waves(w: FleetWorld) -> None:
         f"two members of a maxConcurrent 1 step were under way at once: {first} {second}"
     )
     # The stacks' own clock agrees: the second member's first update after the first's last.
-    starts = {n: w.starts_of(s) for n, s in w.stacks.items()}
+    starts = {n: w.update_starts(s) for n, s in w.stacks.items()}
     assert min(starts[MEMBERS[1]][0][0], starts[MEMBERS[2]][0][0]) >= starts[MEMBERS[0]][-1][0]
 
 
 def check_halted(w: FleetWorld) -> None:
     for name in MEMBERS[1:]:
         stack = w.stacks[name]
-        assert w.starts_of(stack) == [], f"{name} of a halted fleet was sent an update"
+        assert w.update_starts(stack) == [], f"{name} of a halted fleet was sent an update"
         assert w.live_of(stack)["LcImageId"] == w.stage.old
     assert w.histories()[MEMBERS[1]] == [] and w.histories()[MEMBERS[2]] == []
 
