@@ -379,6 +379,14 @@ def _backing_off(ctx: Context) -> Outcome:
     if failure.revision != ctx.revision or failure.image != ctx.image:
         # A new git revision retries at once.
         return Continue((model.ClearFailure(),))
+    if (
+        failure.code in _MIGRATION_FAILURES
+        and ctx.rollout is None
+        and ctx.params.get(ctx.names.migration_capacity, "0") != "0"
+    ):
+        # The stop _fail_migration sends is lost if the process dies after storing the
+        # failure; a halted fleet would never retry, so the failed group would run on.
+        return _stop_migration(ctx, failure.code, failure.reason)
     if ctx.now < failure.next_retry_at:
         unsafe = failure.code == Reason.ROLLBACK_UNSAFE  # waits for a person, not a clock
         return model.Decision(
@@ -994,24 +1002,31 @@ def _when_retried(retry_at: dt.datetime) -> str:
     return f"next retry at {retry_at.isoformat()}"
 
 
+_MIGRATION_FAILURES = frozenset({Reason.MIGRATION_FAILED, Reason.MIGRATION_TIMED_OUT})
+
+
 def _fail_migration(ctx: Context, code: Reason, reason: str) -> model.Decision:
     """A failed migration also stops the migration group, so a retry starts a fresh one."""
     decision = _fail(ctx, code, reason)
-    n = ctx.names
-    if ctx.params.get(n.migration_capacity) == "0":
+    if ctx.params.get(ctx.names.migration_capacity) == "0":
         return decision
-    stop = _update(
+    stop = _stop_migration(ctx, code, "")
+    return dataclasses.replace(
+        decision, update=stop.update, effects=decision.effects + stop.effects
+    )
+
+
+def _stop_migration(ctx: Context, code: Reason, message: str) -> model.Decision:
+    n = ctx.names
+    return _update(
         ctx,
         "migrate",
         {n.migration_capacity: "0"},
         Phase.FAILED,
         code,
-        "",
+        message and f"{message}; stopping the migration group",
         [],
         step="stop-migration",
-    )
-    return dataclasses.replace(
-        decision, update=stop.update, effects=decision.effects + stop.effects
     )
 
 

@@ -347,6 +347,29 @@ def test_repeated_failures_count_up() -> None:
     assert failure.count == 4
 
 
+@pytest.mark.parametrize("code", [Reason.MIGRATION_FAILED, Reason.MIGRATION_TIMED_OUT])
+def test_a_stored_migration_failure_whose_stop_was_lost_stops_the_group(code: Reason) -> None:
+    """Dead after storing the failure, before sending the stop: the next step sends it."""
+    done = rollout(result="failed", finished_at=T0 - minutes(1))
+    memory = dataclasses.replace(failed(), rollout=done)
+    memory = dataclasses.replace(
+        memory, failure=dataclasses.replace(memory.failure, code=code)  # type: ignore[arg-type]
+    )
+    d = decide(phase1_live(), memory)
+    assert d.phase == Phase.FAILED and d.reason == code
+    assert d.update is not None and d.update.changes == {"MigrationDesiredCapacity": "0"}
+    assert "stopping the migration group" in d.message
+    # Once stopped, the failure backs off as before and sends nothing.
+    stopped = decide(observed(stack(mig=NEW, mig_cap=0)), memory)
+    assert (stopped.phase, stopped.update) == (Phase.FAILED, None)
+
+
+def test_another_failure_leaves_a_running_migration_group_alone() -> None:
+    done = rollout(result="failed", finished_at=T0 - minutes(1))
+    d = decide(phase1_live(), dataclasses.replace(failed(), rollout=done))
+    assert (d.phase, d.update) == (Phase.FAILED, None)
+
+
 def test_a_retry_after_a_rolled_back_switch_does_not_rerun_migrations() -> None:
     done = rollout(migrated_at=T0 - minutes(5), result="failed", finished_at=T0 - minutes(2))
     memory = dataclasses.replace(failed(), rollout=done)
