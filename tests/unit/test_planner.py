@@ -350,11 +350,8 @@ def test_repeated_failures_count_up() -> None:
 @pytest.mark.parametrize("code", [Reason.MIGRATION_FAILED, Reason.MIGRATION_TIMED_OUT])
 def test_a_stored_migration_failure_whose_stop_was_lost_stops_the_group(code: Reason) -> None:
     """Dead after storing the failure, before sending the stop: the next step sends it."""
-    done = rollout(result="failed", finished_at=T0 - minutes(1))
-    memory = dataclasses.replace(failed(), rollout=done)
-    memory = dataclasses.replace(
-        memory, failure=dataclasses.replace(memory.failure, code=code)  # type: ignore[arg-type]
-    )
+    f = model.Failure(1, "boom", T0 - minutes(1), T0 + minutes(1), REV, NEW, code)
+    memory = model.Memory(rollout=rollout(result="failed", finished_at=T0), failure=f)
     d = decide(phase1_live(), memory)
     assert d.phase == Phase.FAILED and d.reason == code
     assert d.update is not None and d.update.changes == {"MigrationDesiredCapacity": "0"}
