@@ -89,6 +89,38 @@ class StackView:
 
 
 @dataclasses.dataclass(frozen=True)
+class ResourceChange:
+    """One resource a change set says an update would touch."""
+
+    logical_id: str
+    type: str
+    action: str  # Add, Modify, Remove, Import, Dynamic
+    replacement: str = "False"  # True, False, Conditional (Modify only)
+
+    @property
+    def destructive(self) -> bool:
+        """Replaced (maybe) or removed: what the guard refuses outside the allowed ids."""
+        return self.action == "Remove" or self.replacement in ("True", "Conditional")
+
+    def describe(self) -> str:
+        return f"{self.logical_id} ({self.type}): {self.action}, replacement {self.replacement}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Drift:
+    """A field of a managed group that differs from what the stack's template and
+    parameters say: changed outside CloudFormation."""
+
+    resource: str  # the group's logical id
+    field: str  # launchTemplate, desiredCapacity, suspendedProcesses
+    expected: str
+    live: str
+
+    def describe(self) -> str:
+        return f"{self.resource}.{self.field}: expected {self.expected}, live {self.live}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Upstream:
     """The spec a promotion follows, as the daemon last saw it."""
 
@@ -142,6 +174,9 @@ class Observed:
     # not exist. None: not read (a rule that needs them asks for "alarms").
     alarms: Mapping[str, Alarm] | None = None
     turn: Turn | None = None  # a fleet member's turn; None: in no fleet, or not judged yet
+    # The managed groups' drift from what the stack's template and parameters say (from the
+    # shared groups listing); None: not judged this time.
+    drift: tuple[Drift, ...] | None = None
     # Read from the fleet's shared listings: no stack events (last_updated may be missing
     # where AWS gives none), the API group only when api_group is set, no load-balancer
     # health (api_instances is None). A rule that needs them says so in Decision.needs.
@@ -284,6 +319,9 @@ class StackUpdate:
     # for later updates unless one says otherwise): alarm ARNs for the switch, else none.
     triggers: tuple[str, ...] = ()
     disable_rollback: bool = False  # a switch after a migration the old image cannot read
+    # rollout.guard: a change set says first what it would replace (phase 1, the switch, a
+    # scale update; never a stop of the migration group or the daemon's own rollback).
+    guarded: bool = False
 
     def __post_init__(self) -> None:
         names = [n for n, _ in self.parameters]

@@ -372,6 +372,10 @@ def _settled(ctx: Context) -> Outcome:
     return Continue((model.ClearPending(),))
 
 
+# Failures a person must look at: shown as Blocked, with their own code, until a retry.
+_BLOCKING = frozenset({Reason.ROLLBACK_UNSAFE, Reason.CHANGE_REFUSED})
+
+
 def _backing_off(ctx: Context) -> Outcome:
     failure = ctx.memory.failure
     if failure is None:
@@ -388,12 +392,12 @@ def _backing_off(ctx: Context) -> Outcome:
         # failure; a halted fleet would never retry, so the failed group would run on.
         return _stop_migration(ctx, failure.code, failure.reason)
     if ctx.now < failure.next_retry_at:
-        unsafe = failure.code == Reason.ROLLBACK_UNSAFE  # waits for a person, not a clock
+        blocked = failure.code in _BLOCKING  # waits for a person, not a clock
         return model.Decision(
-            Phase.BLOCKED if unsafe else Phase.FAILED,
+            Phase.BLOCKED if blocked else Phase.FAILED,
             f"{failure.reason}; attempt {failure.count} failed, "
             f"{_when_retried(failure.next_retry_at)}",
-            reason=Reason.ROLLBACK_UNSAFE if unsafe else Reason.BACKING_OFF,
+            reason=failure.code if blocked else Reason.BACKING_OFF,
             requeue="retry",
         )
     return None
@@ -496,6 +500,7 @@ def _start_phase1(ctx: Context) -> model.Decision:
         f"phase 1: starting migrations for {ctx.image} on the migration group "
         f"(revision {ctx.revision[:12]})",
         effects,
+        guarded=True,
     )
 
 
@@ -745,6 +750,7 @@ def _switch(ctx: Context) -> Outcome:
         [model.MarkRollout(switch_started_at=ctx.now)],
         triggers=triggers,
         disable_rollback=irreversible,
+        guarded=True,
     )
 
 
@@ -781,6 +787,7 @@ def _converge(ctx: Context) -> Outcome:
             Reason.APPLYING_PARAMETERS,
             f"applying {', '.join(sorted(changes))} to {ctx.want.stack_name}",
             [],
+            guarded=True,
         )
     if rollout is None:
         return _in_sync(ctx, ())
@@ -1063,6 +1070,7 @@ def _update(
     step: str | None = None,
     triggers: tuple[str, ...] = (),
     disable_rollback: bool = False,
+    guarded: bool = False,
 ) -> model.Decision:
     """A full-parameter UpdateStack, recorded as pending before it is sent. Its rollback
     triggers are explicit (`triggers`, usually none), since CloudFormation would otherwise
@@ -1076,7 +1084,7 @@ def _update(
     token = client_request_token(
         ctx.name, step or kind, ctx.image, ctx.revision, ctx.attempt(), situation
     )
-    update = model.StackUpdate(kind, parameters, token, triggers, disable_rollback)
+    update = model.StackUpdate(kind, parameters, token, triggers, disable_rollback, guarded)
     pending = model.Pending(kind, ctx.image, ctx.revision, token, ctx.now, dict(changes))
     return model.Decision(
         phase,

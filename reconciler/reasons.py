@@ -27,6 +27,8 @@ class Reason(enum.StrEnum):
     RESOURCE_PROBLEM = "resource_problem"
     MISSING_ALARM = "missing_alarm"
     ROLLBACK_UNSAFE = "rollback_unsafe"  # failed after a migration the old image cannot read
+    CHANGE_REFUSED = "change_refused"  # the change set would replace or remove a resource
+    DRIFTED = "drifted"  # rollout.onDrift hold: a managed group changed outside CloudFormation
     # Paused.
     PAUSED_IN_SPEC = "paused_in_spec"
     PAUSED_BY_OPERATOR = "paused_by_operator"
@@ -40,6 +42,7 @@ class Reason(enum.StrEnum):
     FLEET_TURN = "fleet_turn"  # a fleet member waits for its step or a free slot
     FLEET_HALTED = "fleet_halted"
     ALARM_HOLDING = "alarm_holding"  # an alarm of rollout.alarms is in ALARM
+    CHECKING_CHANGES = "checking_changes"  # a change set says what the update would touch
     # A rollout under way.
     UPDATE_IN_PROGRESS = "update_in_progress"
     MIGRATING = "migrating"
@@ -77,6 +80,7 @@ FAILURES: frozenset[Reason] = frozenset(
         Reason.ROLLED_BACK,
         Reason.ALARM_IN_BAKE,
         Reason.ROLLBACK_UNSAFE,
+        Reason.CHANGE_REFUSED,
     }
 )
 

@@ -40,6 +40,7 @@ LABEL_RE = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A
 LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
 MAX_ALARMS = 5  # the most rollback triggers CloudFormation takes per stack
 ALARM_NAME_RE = re.compile(r"^[^\x00-\x1f]{1,255}$")
+LOGICAL_ID_RE = re.compile(r"^[A-Za-z0-9]{1,255}$")
 _PERCENT_RE = re.compile(r"^([1-9][0-9]?|100)%$")
 
 
@@ -195,6 +196,12 @@ class Rollout(_Model):
     # rollback of the switch, and fails the rollout during `bake`.
     alarms: tuple[str, ...] = ()
     bake: Duration | None = None  # after the switch is healthy, watch the alarms this long
+    # Before phase 1, the switch and a scale update: a change set with the same parameters
+    # says what the update would replace; anything beyond the managed groups is refused.
+    guard: Literal["changeSet", "off"] = "changeSet"
+    allow_replace: tuple[str, ...] = Field((), alias="allowReplace")  # more logical ids
+    # A managed group changed behind CloudFormation's back: report it, or hold the rollout.
+    on_drift: Literal["report", "hold"] = Field("report", alias="onDrift")
 
     @field_validator("alarms")
     @classmethod
@@ -211,6 +218,17 @@ class Rollout(_Model):
         if twice:
             raise ValueError(f"names {', '.join(map(repr, twice))} more than once")
         return value
+
+    @field_validator("allow_replace")
+    @classmethod
+    def _logical_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not LOGICAL_ID_RE.match(name):
+                raise ValueError(
+                    f"{name!r} is not a CloudFormation logical id (letters and digits, "
+                    "at most 255)"
+                )
+        return tuple(dict.fromkeys(value))
 
     # A field validator, not a model one, so that the error points at `bake`'s own line;
     # `alarms` is declared first and so is in info.data when it is valid.
