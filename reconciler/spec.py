@@ -225,8 +225,7 @@ class Rollout(_Model):
         for name in value:
             if not LOGICAL_ID_RE.match(name):
                 raise ValueError(
-                    f"{name!r} is not a CloudFormation logical id (letters and digits, "
-                    "at most 255)"
+                    f"{name!r} is not a CloudFormation logical id (letters and digits, at most 255)"
                 )
         return tuple(dict.fromkeys(value))
 
