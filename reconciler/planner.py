@@ -569,11 +569,20 @@ def _fleet_gate(ctx: Context) -> model.Decision | None:
 
 def _drift_gate(ctx: Context) -> model.Decision | None:
     """rollout.onDrift hold: a rollout does not start on a stack whose managed groups were
-    changed outside CloudFormation, since its update would silently overwrite the change.
+    changed outside CloudFormation, since its update would silently overwrite the change;
+    nor before the groups were judged at all (the first look after a start judges nothing).
     One under way finishes: its own updates are what move those fields."""
     drift = ctx.observed.drift
-    if ctx.want.rollout.on_drift != "hold" or not drift or ctx.rollout is not None:
+    if ctx.want.rollout.on_drift != "hold" or drift == () or ctx.rollout is not None:
         return None
+    if drift is None:
+        return model.Decision(
+            Phase.WAITING,
+            f"rollout of {ctx.image} waits for a first judgement of the managed groups' "
+            "drift (rollout.onDrift: hold)",
+            reason=Reason.READING,
+            requeue="idle",  # the next look that can judge is an interval away
+        )
     return model.Decision(
         Phase.BLOCKED,
         f"rollout of {ctx.image} held (rollout.onDrift: hold): changed outside "

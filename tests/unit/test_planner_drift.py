@@ -65,10 +65,23 @@ def test_hold_starts_once_the_drift_is_gone() -> None:
     assert d.update is not None and d.update.kind == "migrate"
 
 
-def test_hold_with_drift_not_judged_starts() -> None:
-    """Only a drift judged holds: the engine carries the last judgement into the rollout's
-    first step, so None means none was ever made."""
+def test_hold_waits_for_a_first_judgement_of_the_drift() -> None:
+    """The engine carries the last judgement into the rollout's first step, so None means
+    none was made since the daemon started (or in a one-off `apply`): hold does not guess."""
     d = decide(observed(), None, **HOLD)
+    assert (d.phase, d.reason, d.update, d.effects, d.requeue, d.needs) == (
+        Phase.WAITING,
+        Reason.READING,
+        None,
+        (),
+        "idle",
+        frozenset(),
+    )
+    assert "first judgement" in d.message
+
+
+def test_report_does_not_wait_for_a_judgement() -> None:
+    d = decide(observed(), None)
     assert d.update is not None and d.update.kind == "migrate"
 
 
@@ -157,3 +170,18 @@ def test_with_hold_a_drifted_stack_never_gets_a_phase_1_update(
     assert not (starts_phase1 and mig != image), d.message
     if d.reason == Reason.DRIFTED:
         assert (d.phase, d.update, d.effects, d.scaling) == (Phase.BLOCKED, None, (), None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(obs=observations, memory=memories, image=st.sampled_from(IMAGES))
+def test_with_hold_a_stack_never_judged_never_gets_a_phase_1_update(
+    obs: model.Observed, memory: model.Memory, image: str
+) -> None:
+    d = planner.plan(deployment(image, rollout={"onDrift": "hold"}), REV, obs, memory, T0)
+    r = memory.rollout
+    if r is not None and r.active and r.image == image:
+        return
+    assert obs.stack is not None and obs.drift is None
+    mig = obs.stack.parameters["MigrationLcImageId"]
+    starts_phase1 = d.update is not None and d.update.changes.get("MigrationLcImageId") == image
+    assert not (starts_phase1 and mig != image), d.message
