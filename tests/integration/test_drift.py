@@ -196,6 +196,12 @@ def test_groups_changed_by_hand_show_as_drift_once_told_and_cleared_by_our_updat
     # The daemon's own update (a rollout of Fixed) overwrites the group; its drift is not
     # judged while the rollout runs, and is gone once the stack settles after it.
     world.add("Fixed", image=world.new)
+    world.eng.step(world.specs["Fixed"])
+    status = world.eng.status("fixed")
+    assert status is not None and status.phase == Phase.MIGRATING
+    assert world.drift("Fixed") == [  # not judged while it rolls out: the last word stays
+        {"resource": "Asg1", "field": "desiredCapacity", "expected": "1", "live": "3"}
+    ]
     converge(world, "Fixed")
     world.passes(2)
     assert world.drift("Fixed") == []
