@@ -410,3 +410,32 @@ def test_a_listing_newer_than_its_look_is_judged_at_the_next_look(world: World) 
         assert listed is not None
         looks.append(fleet.judge_drift(sp, *listed, model.Memory(), INTERVAL))
     assert looks == [None, (Drift("Asg1", "desiredCapacity", "1", "2"),)]
+
+
+def test_plan_judges_capacity_and_processes_in_one_look_never_launch_templates(
+    world: World,
+) -> None:
+    """`reconciler plan` is a process of its own: a fresh engine with no earlier look at
+    the stack. It shows what the stack's parameters say against the groups; a launch
+    template changed by hand is its first look's baseline (decision 0014)."""
+    make_stacks(world, "Planned")
+    world.add("Planned")
+    asg, ec2 = world.emulator.client("autoscaling"), world.emulator.client("ec2")
+    name = world.group("Planned")
+    asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=2)
+    template = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][
+        0
+    ]["LaunchTemplate"]
+    made = ec2.create_launch_template_version(
+        LaunchTemplateId=template["LaunchTemplateId"], LaunchTemplateData={"ImageId": world.new}
+    )["LaunchTemplateVersion"]["VersionNumber"]
+    asg.update_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": str(made)},
+    )
+    planner_engine = engine.Engine(world.eng.clients, world.store, Metrics())
+
+    observed, decision = planner_engine.preview(world.specs["Planned"])
+
+    assert observed.drift == (Drift("Asg1", "desiredCapacity", "1", "2"),)
+    assert decision.update is None and decision.phase == Phase.IN_SYNC
