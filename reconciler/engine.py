@@ -190,9 +190,17 @@ class Engine:
         sp = loaded.deployment.spec
         memory = self.store.load(loaded.deployment.name)
         with _about(loaded):
+            self.fleet.prefetch_groups(sp, self.fresh)
+            begun = self.fleet.now()
             # judge=False: a fleet's halt is shown as it would be, never stored (plan changes
             # nothing).
             observed = self._observe(sp, loaded.deployment.name, judge=False)
+            if observed.stack is not None:
+                seen = (begun, self.fleet.now())
+                found = self.fleet.judge_drift(
+                    sp, observed.stack, seen, memory, self.fresh, once=True
+                )
+                observed = dataclasses.replace(observed, drift=found)
             if sp.rollout.alarms:  # a full observation lacks only these
                 observed = self.fleet.with_alarms(sp, observed, self.fresh)
         decision = planner.plan(
@@ -260,14 +268,18 @@ class Engine:
         3. this stack read alone, where shared reads cannot serve it."""
         sp = loaded.deployment.spec
         memory = self.store.load(status.name)
-        cheap = self._observe_cheaply(sp, memory)
+        listed = self._idle_listing(sp, status, memory)
+        cheap = self._observe_cheaply(sp, *listed) if listed is not None else None
         if cheap is not None:
             decision, now = self._plan(loaded, cheap, memory)
             if _decided_cheaply(decision):
                 return cheap, memory, decision, now
         observed = self._with_context(
             sp, status.name, self.fleet.observe(sp, sp.image, self.fresh, self._managed(sp))
-        ) or self._observe(sp, status.name)
+        ) or self._observe_alone(sp, status, memory, judge=listed is None)
+        # The drift last judged (idle, this step or before) is what a rollout's first step
+        # plans on: rollout.onDrift hold reads it. A rollout under way ignores it.
+        observed = dataclasses.replace(observed, drift=status.drift)
         memory = self.store.load(status.name)
         decision, now = self._plan(loaded, observed, memory)
         for _ in range(3):  # groups, health, alarms at the most
@@ -305,21 +317,78 @@ class Engine:
             filled = self.fleet.with_groups(sp, observed, self.fresh)
         if filled is None or "events" in needs:
             full = self._observe(sp, name)
-            return dataclasses.replace(full, alarms=observed.alarms)
+            return dataclasses.replace(full, alarms=observed.alarms, drift=observed.drift)
         return filled
 
-    def _observe_cheaply(self, sp: spec.Spec, memory: model.Memory) -> model.Observed | None:
-        """The stack from the account's listing, when no rollout or update of ours is open
-        and the stack runs the desired image; None when a full observation is needed."""
+    def _idle_listing(
+        self, sp: spec.Spec, status: StackStatus, memory: model.Memory
+    ) -> tuple[model.StackView, tuple[model.Drift, ...] | None] | None:
+        """The stack from the account's listing when no rollout or update of ours is open,
+        with its managed groups' drift judged on the way (None: not judged this time);
+        None when the listing does not serve it."""
         if memory.pending is not None or (memory.rollout is not None and memory.rollout.active):
             return None
-        view = self.fleet.listed(sp, sp.interval, self._managed(sp))
-        if view is None:
+        age = self._drift_age(sp, status)
+        # The groups before the stacks: a look at the stack begun after the groups' listing
+        # ended vouches that the stack stood settled all through it (docs/decisions/0014).
+        self.fleet.prefetch_groups(sp, age)
+        listed = self.fleet.listed_at(sp, age, self._managed(sp))
+        if listed is None:
             return None
+        view, seen = listed
+        return view, self._judge_drift(sp, status, memory, view, seen)
+
+    def _observe_cheaply(
+        self, sp: spec.Spec, view: model.StackView, drift: tuple[model.Drift, ...] | None
+    ) -> model.Observed | None:
+        """The listed stack as the whole observation, when it runs the desired image; None
+        when a full observation is needed."""
         if view.parameters.get(sp.parameter_names.api_image) != sp.image:
             return None  # a rollout is due: it needs the groups and the record
         self.fleet.warm(sp)  # once per stack: a rollout then finds its groups in shared reads
-        return model.Observed(stack=view)  # in sync: no upstream or turn is asked about
+        return model.Observed(stack=view, drift=drift)  # in sync: no upstream or turn asked
+
+    def _observe_alone(
+        self, sp: spec.Spec, status: StackStatus, memory: model.Memory, judge: bool
+    ) -> model.Observed:
+        """The stack read by itself; with `judge` (no listing served it), its drift judged
+        from the shared groups listing, which a look at the stack begun after it vouches for."""
+        begun = self.fleet.now()
+        observed = self._observe(sp, status.name)
+        if judge and observed.stack is not None:
+            seen = (begun, self.fleet.now())
+            self._judge_drift(sp, status, memory, observed.stack, seen)
+        return observed
+
+    def _drift_age(self, sp: spec.Spec, status: StackStatus) -> dt.timedelta:
+        """How old a listing may judge drift: one interval, so that steady state costs one
+        groups listing per account per interval; one tick for a stack held by its drift, so
+        that `retry` or `sync` after the fix sees the groups as they are."""
+        return self.fresh if status.reason == reasons.Reason.DRIFTED else sp.interval
+
+    def _judge_drift(
+        self,
+        sp: spec.Spec,
+        status: StackStatus,
+        memory: model.Memory,
+        view: model.StackView,
+        seen: tuple[float, float],
+    ) -> tuple[model.Drift, ...] | None:
+        """Judge the drift, keep it for status and tell each new one; None: not judged."""
+        found = self.fleet.judge_drift(sp, view, seen, memory, self._drift_age(sp, status))
+        if found is None:
+            return None
+        before = status.drift or ()
+        if found != before:
+            log = self._log.warning if found else self._log.info
+            event = "managed groups drifted" if found else "managed groups no longer drifted"
+            log(event, **self._bound(status), drift=[d.describe() for d in found])
+        status.drift = found
+        told = transitions.drifted(
+            status.name, status.revision, sp, found, before, view.last_updated, self.clock()
+        )
+        self._tell(told)
+        return found
 
     def _with_context(
         self, sp: spec.Spec, name: str, observed: model.Observed | None, judge: bool = True
@@ -641,6 +710,7 @@ class Engine:
             and record.status == "running"
             and status.phase == Phase.MIGRATING,
             failures=status.memory.failure.count if status.memory.failure else 0,
+            drifted=bool(status.drift),
         )
 
     @staticmethod

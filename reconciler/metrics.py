@@ -100,6 +100,11 @@ class Metrics:
             "Consecutive failures of the stack's current rollout (0 when healthy).",
             ["name"], registry=r,
         )  # fmt: skip
+        self.stack_drifted = Gauge(
+            "reconciler_stack_drifted",
+            "1 while a managed group of the stack differs from its template and parameters.",
+            ["name"], registry=r,
+        )  # fmt: skip
         self.migration_running = Gauge(
             "reconciler_migration_running", "1 while the stack's migration phase runs.",
             ["name"], registry=r,
@@ -207,6 +212,7 @@ class Metrics:
         paused: bool,
         migration_running: bool,
         failures: int = 0,
+        drifted: bool = False,
     ) -> None:
         """Record what was observed of one stack; replaces its previous stack_info series."""
         self._known(name)
@@ -222,6 +228,7 @@ class Metrics:
         self._child(self.stack_paused, name).set(int(paused))
         self._child(self.migration_running, name).set(int(migration_running))
         self._child(self.stack_failures, name).set(failures)
+        self._child(self.stack_drifted, name).set(int(drifted))
 
     def reconcile(self, name: str, result: Literal["ok", "error"], seconds: float) -> None:
         """Count one reconcile step of `name` and record how long it took."""

@@ -482,12 +482,14 @@ TransitionKind = Literal[
     "held_by_alarm",
     "alarm_in_bake",
     "fleet_halted",
+    "drifted",
 ]
 
 
 @dataclasses.dataclass(frozen=True)
 class Transition:
-    """Something a person may want to hear about, once per (stack, revision, kind)."""
+    """Something a person may want to hear about, once per (stack, revision, kind), or once
+    per (stack, subject, kind) for a kind told of something other than a revision."""
 
     name: str
     stack: str
@@ -497,17 +499,20 @@ class Transition:
     image: str
     message: str
     at: dt.datetime
+    # What keys it instead of the revision: a drift is told once per what drifted, whatever
+    # revision the spec is at (transitions.drifted).
+    subject: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.name}|{self.revision}|{self.kind}"
+        return f"{self.name}|{self.subject or self.revision}|{self.kind}"
 
 
 @dataclasses.dataclass(frozen=True)
 class OutboxEntry:
     """One notification owed to one sink: a transition's key, rendered for that sink."""
 
-    key: str  # Transition.key: (name, revision, kind), so each is owed at most once per sink
+    key: str  # Transition.key: (name, revision or subject, kind): owed at most once per sink
     sink: str  # the sink's name, never its URL (URLs carry secrets)
     payload: str  # the JSON body, rendered when the transition happened
     created_at: dt.datetime

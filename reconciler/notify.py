@@ -4,9 +4,10 @@ Rules of this file:
 - Telling is split in two so that a webhook never slows a rollout: `Notifier.listener`
   runs inside a reconcile step and only writes to the store's outbox (no network);
   `Notifier.deliver_due` runs on its own scheduler job and does the HTTP.
-- Once per (stack, revision, transition) and sink: the outbox's key refuses a second
-  entry, so restarts and repeated steps never re-send. Delivery is retried with
-  exponential backoff until it succeeds or `Backoff.max_attempts` is spent.
+- Once per (stack, revision, transition) and sink (a drift: once per what drifted): the
+  outbox's key refuses a second entry, so restarts and repeated steps never re-send.
+  Delivery is retried with exponential backoff until it succeeds or `Backoff.max_attempts`
+  is spent.
 - A sink's URL is a secret (Slack puts the credential in the path): it appears in no log
   entry, no metric label, no stored error and no configuration error. Sinks are named for
   all of them.
@@ -61,6 +62,7 @@ TELLING: Mapping[model.TransitionKind, Telling] = {
     "held_by_alarm": Telling("held by an alarm", ":rotating_light:"),
     "alarm_in_bake": Telling("alarm fired during the bake", ":rotating_light:"),
     "fleet_halted": Telling("fleet halted", ":octagonal_sign:"),
+    "drifted": Telling("changed outside CloudFormation", ":warning:"),
 }
 KINDS: tuple[model.TransitionKind, ...] = get_args(model.TransitionKind)
 # Kinds told of a whole fleet (`kind: Fleet`): the transition's name is the fleet's, it has

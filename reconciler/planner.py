@@ -472,6 +472,7 @@ def _start_phase1(ctx: Context) -> model.Decision:
         _promotion_gate(ctx)
         or _window_gate(ctx)
         or _fleet_gate(ctx)
+        or _drift_gate(ctx)
         or _alarm_gate(ctx, f"the rollout of {ctx.image}")
     )
     if held is not None:
@@ -563,6 +564,32 @@ def _fleet_gate(ctx: Context) -> model.Decision | None:
         reason=Reason.FLEET_HALTED if turn.halted else Reason.FLEET_TURN,
         # A halt ends by a commit or a control, each of which steps every member at once.
         requeue="idle" if turn.halted else "active",
+    )
+
+
+def _drift_gate(ctx: Context) -> model.Decision | None:
+    """rollout.onDrift hold: a rollout does not start on a stack whose managed groups were
+    changed outside CloudFormation, since its update would silently overwrite the change;
+    nor before the groups were judged at all (the first look after a start judges nothing).
+    One under way finishes: its own updates are what move those fields."""
+    drift = ctx.observed.drift
+    if ctx.want.rollout.on_drift != "hold" or drift == () or ctx.rollout is not None:
+        return None
+    if drift is None:
+        return model.Decision(
+            Phase.WAITING,
+            f"rollout of {ctx.image} waits for a first judgement of the managed groups' "
+            "drift (rollout.onDrift: hold)",
+            reason=Reason.READING,
+            requeue="idle",  # the next look that can judge is an interval away
+        )
+    return model.Decision(
+        Phase.BLOCKED,
+        f"rollout of {ctx.image} held (rollout.onDrift: hold): changed outside "
+        f"CloudFormation: {'; '.join(d.describe() for d in drift)}. Undo the change, or set "
+        "rollout.onDrift: report to let the update overwrite it",
+        reason=Reason.DRIFTED,
+        requeue="idle",  # drift is judged once per interval: looking sooner sees the same
     )
 
 

@@ -35,6 +35,9 @@ class StackStatus:
     last_error: str | None = None
     stale_spec: bool = False
     requeue: model.Requeue = "active"
+    # The managed groups' drift as last judged (None: never judged yet); kept while a step
+    # cannot judge it (a rollout, a busy stack), so status shows the last word on it.
+    drift: tuple[model.Drift, ...] | None = None
 
     @property
     def desired_image(self) -> str:
@@ -96,6 +99,7 @@ class StackStatus:
             },
             "rollout": rollout_json(self.memory.rollout),
             "staleSpec": self.stale_spec,
+            "drift": drift_json(self.drift),
         }
 
     def _paused_json(self) -> dict[str, Any] | None:
@@ -117,6 +121,13 @@ def desired_parameters(deployment: spec.StackDeployment) -> list[tuple[str, str]
     if sp.capacity.api != "live":
         wanted[names.api_capacity] = str(sp.capacity.api)
     return sorted(wanted.items())
+
+
+def drift_json(drift: tuple[model.Drift, ...] | None) -> list[dict[str, str]] | None:
+    """`drift` of the status JSON and of `plan`: null before the first judgement."""
+    if drift is None:
+        return None
+    return [dataclasses.asdict(d) for d in drift]
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -4,12 +4,15 @@ Rules of this file:
 - Kinds derive from effects, reason codes and phases, never from a message's wording.
 - Pure: the engine hands in what the stack was and what was decided, and tells listeners.
 - Adding a kind: `model.TransitionKind`, a table here, and its title in notify.TELLING.
+- A drift is told from the engine's judgement of the groups, not from a decision
+  (`drifted`): it happens to a stack whatever the planner does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 
 from reconciler import model, spec
 from reconciler.model import Phase
@@ -34,6 +37,7 @@ _ENTERED: Mapping[Reason, model.TransitionKind] = {
     Reason.RESOURCE_PROBLEM: "blocked",
     Reason.MISSING_ALARM: "blocked",
     Reason.ROLLBACK_UNSAFE: "blocked",
+    Reason.DRIFTED: "blocked",  # rollout.onDrift hold: the rollout waits for a person
     Reason.ALARM_HOLDING: "held_by_alarm",
     Reason.ALARM_IN_BAKE: "alarm_in_bake",  # rolled back: the failure's code says rolled_back
     Reason.PAUSED_IN_SPEC: "paused",
@@ -87,3 +91,40 @@ def _of_phases(before: Phase, decision: model.Decision) -> list[model.Transition
     if before == Phase.PAUSED:
         kinds.append("resumed")
     return kinds
+
+
+def drifted(
+    name: str,
+    revision: str,
+    sp: spec.Spec,
+    drift: Sequence[model.Drift],
+    before: Sequence[model.Drift],
+    updated: dt.datetime | None,
+    now: dt.datetime,
+) -> list[model.Transition]:
+    """One `drifted` per drift judged now and not at the last judgement. Keyed by what
+    drifted (and the stack update it drifted from, `updated`), not by the revision: the
+    same drift is told once, however many commits pass, and a new one again."""
+    return [
+        model.Transition(
+            name,
+            sp.stack_name,
+            sp.region,
+            revision,
+            "drifted",
+            sp.image,
+            f"{d.describe()} (changed outside CloudFormation; rollout.onDrift: "
+            f"{sp.rollout.on_drift})",
+            now,
+            subject=_drift_subject(d, updated),
+        )
+        for d in drift
+        if d not in before
+    ]
+
+
+def _drift_subject(d: model.Drift, updated: dt.datetime | None) -> str:
+    # Hashed: a list of suspended processes would make a long outbox key.
+    stamp = updated.isoformat() if updated is not None else ""
+    text = "|".join((d.resource, d.field, d.expected, d.live, stamp))
+    return "drift-" + hashlib.sha256(text.encode()).hexdigest()[:20]

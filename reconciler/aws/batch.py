@@ -40,6 +40,16 @@ BATCH_MIN = 4  # fewer managed stacks than this: reading each by name is as chea
 DUTY = 2.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """A stack as one listing showed it, with when that listing began and ended (monotonic):
+    it shows every change made before `started`, and none made after `at`."""
+
+    stack: StackTypeDef | None  # None: not in the listing
+    started: float
+    at: float
+
+
 class NotYet(Exception):
     """A newer shared read is wanted, but the last one began too recently: try next tick."""
 
@@ -84,6 +94,20 @@ class StackCache:
         """The stack from a listing at most `max_age` old and begun after `not_before`
         (monotonic); None to read it by name instead. `paced`: raise NotYet rather than
         list again sooner than DUTY times the last listing took."""
+        read = self.read(key, stack_name, max_age, managed, not_before, paced)
+        return read.stack if read is not None else None
+
+    def read(
+        self,
+        key: Key,
+        stack_name: str,
+        max_age: dt.timedelta,
+        managed: int,
+        not_before: float = float("-inf"),
+        paced: bool = False,
+    ) -> Listed | None:
+        """As `lookup`, with when the listing that shows the stack began and ended: None
+        when not batched, a Listed without a stack when the listing does not have it."""
         if managed < BATCH_MIN:
             return None
         listing = self._listing(key)
@@ -101,7 +125,7 @@ class StackCache:
                 if listing.pages > managed:
                     listing.off_until = now + OFF_FOR * max_age.total_seconds()
                     return None
-            return listing.stacks.get(stack_name)
+            return Listed(listing.stacks.get(stack_name), listing.started, listing.at)
 
     def _listing(self, key: Key) -> _Listing:
         with self._lock:

@@ -28,11 +28,17 @@ Rules of this file (docs/decisions/0008-fleet-observation.md):
   tick share one read; a spec whose names the last read did not cover reads again, with
   everyone's, paced like the listings. An alarm's state does not depend on our updates to a
   stack: `touched` does not apply.
+- Drift (`judge_drift`, docs/decisions/0014-drift.md): the managed groups as the same
+  groups listing shows them, at most one interval old while idle. A listing counts only if
+  it was read wholly while the stack stood settled under one LastUpdatedTime: begun after
+  a look showed it settled, ended before a later look still did. No per-stack call: the
+  groups are found by their tags, else by the resources read once (`warm`).
 - Read only; nothing here changes AWS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import threading
@@ -42,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import structlog
 
-from reconciler import model, spec
+from reconciler import drift, model, spec
 from reconciler.aws import records
 from reconciler.aws.batch import Key, NotYet, StackCache, stack_view, too_soon
 from reconciler.aws.clients import Clients
@@ -123,6 +129,8 @@ class Groups:
 
     by_name: Mapping[str, AutoScalingGroupTypeDef]
     by_tag: Mapping[tuple[str, str], str]  # (stack name, logical id) -> group name
+    started: float = NEVER  # when the listing began (monotonic): it shows what came before
+    at: float = NEVER  # ... and ended: it shows nothing that came after
 
 
 RecordsKey = tuple[str, str | None, str, str]  # (region, role, bucket, prefix)
@@ -148,6 +156,51 @@ class _StackMemo:
     attached: frozenset[str] = frozenset()  # load balancers and target groups of its API group
 
 
+Seen = tuple[float, float]  # when a read of a stack began and ended (monotonic)
+
+
+@dataclasses.dataclass(frozen=True)
+class _GroupFacts:
+    """The managed groups of one stack as one groups listing showed them."""
+
+    started: float
+    at: float
+    groups: Mapping[str, drift.Group]
+
+
+@dataclasses.dataclass
+class _Watch:
+    """What judging one stack's drift remembers between its steps (docs/decisions/
+    0014-drift.md). Everything is per `key`: the stack's LastUpdatedTime and our own last
+    update or scaling call to it; a new key starts afresh."""
+
+    key: tuple[dt.datetime | None, float] | None = None
+    # When the first look that showed the stack settled under `key` ended: CloudFormation's
+    # last update had finished by then, so a groups listing begun later shows its result.
+    since: float = NEVER
+    baseline: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Facts from a listing newer than the look at the stack they came with: judged once a
+    # later look, begun after the listing ended, shows the stack still settled under `key`.
+    candidate: _GroupFacts | None = None
+
+    def restart(self, key: tuple[dt.datetime | None, float], since: float) -> None:
+        self.key, self.since, self.baseline, self.candidate = key, since, {}, None
+
+    def consistent(self, found: _GroupFacts, seen: Seen) -> Mapping[str, drift.Group] | None:
+        """The facts read wholly while the stack stood settled under `key`: begun after
+        `since`, ended before the look `seen` began (any update in between would have
+        changed LastUpdatedTime); None when neither this listing nor the one kept is."""
+        after = found.started >= self.since
+        if after and found.at <= seen[0]:
+            self.candidate = None
+            return found.groups
+        kept = self.candidate
+        self.candidate = found if after else None
+        if kept is not None and kept.started >= self.since and kept.at <= seen[0]:
+            return kept.groups
+        return None
+
+
 class Fleet:
     """Observations served from shared reads; None where a stack must be read alone."""
 
@@ -164,6 +217,7 @@ class Fleet:
         self._memos: dict[tuple[Key, str], _StackMemo] = {}
         self._bodies: dict[str, tuple[str, bytes | None]] = {}  # S3 key -> (ETag, body)
         self._alarms: dict[Key, _Alarms] = {}
+        self._watches: dict[tuple[Key, str], _Watch] = {}
         self._log = structlog.get_logger("reconciler.fleet")
 
     # --- what the engine calls ----------------------------------------------------------
@@ -175,8 +229,21 @@ class Fleet:
 
     def listed(self, sp: spec.Spec, max_age: dt.timedelta, managed: int) -> model.StackView | None:
         """The stack as the account's listing shows it (no events), or None."""
-        listed = self.stacks.lookup(_key(sp), sp.stack_name, max_age, managed, self._not_before(sp))
-        return stack_view(listed) if listed is not None else None
+        listed = self.listed_at(sp, max_age, managed)
+        return listed[0] if listed is not None else None
+
+    def listed_at(
+        self, sp: spec.Spec, max_age: dt.timedelta, managed: int
+    ) -> tuple[model.StackView, Seen] | None:
+        """As `listed`, with when the listing that shows it began and ended."""
+        read = self.stacks.read(_key(sp), sp.stack_name, max_age, managed, self._not_before(sp))
+        if read is None or read.stack is None:
+            return None
+        return stack_view(read.stack), (read.started, read.at)
+
+    def now(self) -> float:
+        """The clock that times the shared reads, for a caller that times a read of its own."""
+        return self._clock()
 
     def warm(self, sp: spec.Spec) -> None:
         """Read the stack's resources once while it is idle, so a rollout does not pay it."""
@@ -266,6 +333,76 @@ class Fleet:
             found = {n: book.found[n] for n in names if n in book.found}
         return dataclasses.replace(observed, alarms=found)
 
+    def prefetch_groups(self, sp: spec.Spec, max_age: dt.timedelta) -> None:
+        """Have the groups listing at most `max_age` old, unless the pace forbids a read now
+        (then the listing there is judged as it is, or not at all). Read before the stacks,
+        a look at the stack that follows vouches for it (`judge_drift`)."""
+        with contextlib.suppress(NotYet):
+            self._groups.get(_key(sp), max_age.total_seconds(), self._not_before(sp))
+
+    def judge_drift(
+        self,
+        sp: spec.Spec,
+        view: model.StackView,
+        seen: Seen,
+        memory: model.Memory,
+        max_age: dt.timedelta,
+        once: bool = False,
+    ) -> tuple[model.Drift, ...] | None:
+        """The spec's managed groups' drift (reconciler.drift) from the shared groups listing
+        at most `max_age` old; None: not judged this time. `view` is the stack as a read
+        that began and ended at `seen` showed it. `once` (plan): no earlier look to build
+        on, so the first look counts as settled throughout and the launch templates are
+        taken as the baseline."""
+        pending = memory.pending is not None
+        rolling_out = memory.rollout is not None and memory.rollout.active
+        watch = self._watch(sp)
+        if not drift.settled(view, pending, rolling_out):
+            return None  # our own update or CloudFormation's changes the key before it ends
+        key = (view.last_updated, self._not_before(sp))
+        if watch.key != key:
+            watch.restart(key, NEVER if once else seen[1])
+        try:
+            groups = self._groups.get(_key(sp), max_age.total_seconds(), self._not_before(sp))
+        except NotYet:
+            return None
+        found = _GroupFacts(groups.started, groups.at, self._managed_groups(sp, groups))
+        consistent = watch.consistent(found, seen)
+        if consistent is None:
+            return None
+        facts = drift.Facts(view, consistent, pending, rolling_out, memory.scaling_owned)
+        verdict = drift.judge(sp, facts, watch.baseline)
+        watch.baseline = verdict.baseline
+        return verdict.drift
+
+    def _watch(self, sp: spec.Spec) -> _Watch:
+        with self._lock:
+            return self._watches.setdefault((_key(sp), sp.stack_name), _Watch())
+
+    def _managed_groups(self, sp: spec.Spec, groups: Groups) -> dict[str, drift.Group]:
+        """The spec's two groups as `groups` lists them, by logical id; one not found is
+        left out (not judged)."""
+        found = {}
+        for logical in (sp.resource_names.api_group, sp.resource_names.migration_group):
+            group = self._group_of(sp, groups, logical)
+            if group is not None:
+                found[logical] = _group_facts(group)
+        return found
+
+    def _group_of(
+        self, sp: spec.Spec, groups: Groups, logical: str
+    ) -> AutoScalingGroupTypeDef | None:
+        """By CloudFormation's tags, as AWS sets them; else by the stack's resources (read
+        once, as `warm` does), the API group also by its load balancers. Not read again
+        for drift: where tags are missing (plain moto replaces an untagged group on every
+        image change), a migration group so replaced is not judged until they are."""
+        name = groups.by_tag.get((sp.stack_name, logical))
+        if name is None:
+            name = self._physical(sp, logical)
+            if name not in groups.by_name and logical == sp.resource_names.api_group:
+                name = self._replacement(sp, groups) or name
+        return groups.by_name.get(name)
+
     # --- alarms ---------------------------------------------------------------------------
 
     def _ask(self, sp: spec.Spec) -> _Alarms:
@@ -346,6 +483,7 @@ class Fleet:
 
     def _read_groups(self, key: Key) -> Groups:
         region, role = key
+        started = self._clock()
         asg = self._clients.autoscaling(region, role)
         by_name: dict[str, AutoScalingGroupTypeDef] = {}
         by_tag: dict[tuple[str, str], str] = {}
@@ -360,7 +498,7 @@ class Fleet:
                 stack, logical = tags.get(STACK_NAME_TAG), tags.get(LOGICAL_ID_TAG)
                 if stack and logical:
                     by_tag[(stack, logical)] = name
-        return Groups(by_name, by_tag)
+        return Groups(by_name, by_tag, started, self._clock())
 
     def _read_images(self, key: Key) -> Mapping[str, str]:
         """The images of the instances of the groups as last listed (the caller listed them
@@ -465,3 +603,30 @@ def _prefix(record_key: str) -> str:
 
 def _attachments(group: AutoScalingGroupTypeDef) -> frozenset[str]:
     return frozenset([*group.get("LoadBalancerNames", []), *group.get("TargetGroupARNs", [])])
+
+
+def _group_facts(group: AutoScalingGroupTypeDef) -> drift.Group:
+    return drift.Group(
+        _launch(group),
+        group["DesiredCapacity"],
+        frozenset(p["ProcessName"] for p in group.get("SuspendedProcesses", [])),
+    )
+
+
+def _launch(group: AutoScalingGroupTypeDef) -> str | None:
+    """The group's launch template (its own, or its mixed instances policy's), else its
+    launch configuration. A mixed policy's per-instance-type overrides are skipped: the
+    template under the policy is the one an image rollout moves, and so the one that
+    matters when someone points the group elsewhere."""
+    template = group.get("LaunchTemplate")
+    if template is None:
+        template = (
+            group.get("MixedInstancesPolicy", {})
+            .get("LaunchTemplate", {})
+            .get("LaunchTemplateSpecification")
+        )
+    if template is not None:
+        ident = template.get("LaunchTemplateId") or template.get("LaunchTemplateName", "?")
+        return drift.launch_template(ident, template.get("Version", "$Default"))
+    name = group.get("LaunchConfigurationName")
+    return drift.launch_configuration(name) if name else None

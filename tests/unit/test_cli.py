@@ -570,3 +570,21 @@ def test_plan_shows_each_members_fleet_and_step_and_which_move_in_which_step() -
     ]
     rows[0]["liveImage"] = rows[1]["liveImage"] = rows[2]["liveImage"] = test_catalog.AMI_A
     assert cli._plan_fleets(rows, fleets) == []
+
+
+def test_plan_shows_drift_in_text_json_and_markdown() -> None:
+    drift = [{"resource": "Asg1", "field": "desiredCapacity", "expected": "1", "live": "3"}]
+    row = {
+        "name": "api", "stackName": "S1", "revision": "r", "desiredImage": "ami-2",
+        "liveImage": "ami-1", "stackStatus": "UPDATE_COMPLETE", "phase": "Blocked",
+        "next": "held", "update": None, "updateKind": None, "drift": drift,
+        "fleet": None, "step": None,
+    }  # fmt: skip
+    clean = {**row, "name": "web", "drift": []}
+    text = cli._render_plan([row, clean], [], [], "text").splitlines()
+    assert "  drift: Asg1.desiredCapacity: expected 1, live 3" in text
+    assert sum(1 for line in text if "drift" in line) == 1
+    assert json.loads(cli._render_plan([row], [], [], "json"))["stacks"][0]["drift"] == drift
+    markdown = cli._render_plan([row, clean], [], [], "markdown")
+    assert "`api` drift: Asg1.desiredCapacity: expected 1, live 3" in markdown
+    assert "`web` drift" not in markdown

@@ -240,3 +240,13 @@ def test_a_fleets_gauges_are_replaced_whole_and_a_fleet_let_go_loses_its_series(
     }
     m.keep_fleets(set())
     assert fleet_series(m) == {}
+
+
+def test_stack_drifted_is_1_while_a_managed_group_drifted() -> None:
+    m = Metrics()
+    observe(m)
+    assert series(m, "reconciler_stack_drifted") == {(("name", "api"),): 0.0}
+    observe(m, drifted=True)
+    assert series(m, "reconciler_stack_drifted") == {(("name", "api"),): 1.0}
+    m.forget("api")
+    assert series(m, "reconciler_stack_drifted") == {}

@@ -91,3 +91,35 @@ def test_a_stack_not_observed_is_not_in_sync() -> None:
 def test_api_capacity_left_to_the_live_stack_is_not_compared() -> None:
     live_capacity = plannerkit.deployment(capacity={"api": "live"})
     assert status(live_capacity, Asg1DesiredCapacity="7").in_sync
+
+
+SCALED = model.Drift("Asg1", "desiredCapacity", "1", "3")
+
+
+def test_drift_is_null_before_the_first_judgement_then_a_list() -> None:
+    s = status()
+    assert s.to_json()["drift"] is None
+    s.drift = ()
+    assert s.to_json()["drift"] == []
+    s.drift = (SCALED,)
+    assert s.to_json()["drift"] == [
+        {"resource": "Asg1", "field": "desiredCapacity", "expected": "1", "live": "3"}
+    ]
+
+
+def test_reconciler_status_shows_drift_on_a_line_under_its_stack(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    drifted = status()
+    drifted.drift = (SCALED, model.Drift("MigrationAsg", "suspendedProcesses", "none", "Launch"))
+    clean = dataclasses.replace(status(), name="other", drift=())
+    shown = {"stacks": [drifted.to_json(), clean.to_json()]}
+    monkeypatch.setattr(cli, "_daemon", lambda *a, **k: shown)
+    assert cli.cmd_status(argparse.Namespace(name=None, output="table"), settings.Settings()) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("biglearn-api")
+    assert lines[2].split() == [
+        "drift:", "Asg1.desiredCapacity:", "expected", "1,", "live", "3;",
+        "MigrationAsg.suspendedProcesses:", "expected", "none,", "live", "Launch",
+    ]  # fmt: skip
+    assert lines[3].startswith("other") and len(lines) == 4

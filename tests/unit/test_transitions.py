@@ -119,3 +119,44 @@ def test_the_planners_automatic_rollback_is_told_as_failed_and_rolled_back() -> 
     d = planner.plan(dep, REV, obs, model.Memory(rollout=switched), T0 + minutes(50))
     assert d.reason == Reason.ROLLED_BACK
     assert kinds(Phase.VERIFYING, d) == ["rollout_failed", "rolled_back"]
+
+
+# --- drift ------------------------------------------------------------------------------
+
+SCALED = model.Drift("Asg1", "desiredCapacity", "1", "3")
+SUSPENDED = model.Drift("Asg1", "suspendedProcesses", "none", "Launch")
+
+
+def drifted(
+    now: list[model.Drift], before: list[model.Drift], revision: str = REV
+) -> list[model.Transition]:
+    return transitions.drifted("biglearn-api", revision, deployment().spec, now, before, T0, T0)
+
+
+def test_each_new_drift_is_told_once_with_what_drifted() -> None:
+    told_now = drifted([SCALED, SUSPENDED], [SCALED])
+    assert [(t.kind, t.name, t.stack) for t in told_now] == [("drifted", "biglearn-api", "Stack1")]
+    assert told_now[0].message.startswith("Asg1.suspendedProcesses: expected none, live Launch")
+    assert drifted([SCALED], [SCALED]) == []
+
+
+def test_a_drift_is_keyed_by_what_drifted_not_by_the_revision() -> None:
+    """The outbox refuses a key it has seen: the same drift is told once whatever commits
+    pass meanwhile, and a different one (another live value) is told again."""
+    (first,) = drifted([SCALED], [])
+    (later,) = drifted([SCALED], [], revision="c" * 40)
+    (other,) = drifted([dataclasses.replace(SCALED, live="5")], [])
+    assert first.key == later.key != other.key
+    assert first.key.startswith("biglearn-api|drift-") and first.key.endswith("|drifted")
+
+
+def test_a_drift_from_another_stack_update_is_told_again() -> None:
+    (first,) = drifted([SCALED], [])
+    (again,) = transitions.drifted(
+        "biglearn-api", REV, deployment().spec, [SCALED], [], T0 + minutes(5), T0
+    )
+    assert first.key != again.key
+
+
+def test_a_rollout_held_by_its_drift_is_told_as_blocked() -> None:
+    assert kinds(Phase.IN_SYNC, decision(Phase.BLOCKED, Reason.DRIFTED)) == ["blocked"]

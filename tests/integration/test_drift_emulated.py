@@ -1,0 +1,441 @@
+"""Drift of the managed groups on the embedded emulator: an Engine against stacks made
+from the shipped template, groups changed by hand with boto3 outside CloudFormation, and
+the requests the emulator served counted.
+
+The shared reads' clock is the test's (`Clock`): a pass of steps happens at one moment
+and the test moves time by an interval between passes, so nothing sleeps. Each reading
+of the clock moves it a little, as real reads take time, so the order of the groups
+listing and the stack listing matters as it does for the daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from reconciler import aws, catalog, engine, model, notify, spec
+from reconciler.aws.fleet import Fleet
+from reconciler.embedded import Emulator
+from reconciler.metrics import Metrics
+from reconciler.model import Drift, Phase
+from reconciler.reasons import Reason
+from reconciler.store import Store
+
+REVISION = "d" * 40
+INTERVAL = dt.timedelta(seconds=30)
+FAR = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+
+
+class Clock:
+    """Monotonic seconds for the shared reads: a millisecond per reading, and `advance`."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+    def advance(self, delta: dt.timedelta) -> None:
+        self.now += delta.total_seconds()
+
+
+@dataclasses.dataclass
+class World:
+    emulator: Emulator
+    eng: engine.Engine
+    store: Store
+    metrics: Metrics
+    clock: Clock
+    old: str
+    new: str
+    told: list[model.Transition]
+    specs: dict[str, catalog.LoadedSpec] = dataclasses.field(default_factory=dict)
+
+    def add(self, name: str, image: str | None = None, **fields: Any) -> None:
+        """A spec for stack `name`, on `image` (the stack's own image by default)."""
+        body: dict[str, Any] = {
+            "stackName": name,
+            "region": "us-east-1",
+            "image": image or self.old,
+            "capacity": {"api": 1, "migration": 1},
+            "migration": {"check": "none"},
+            "rollout": {"verifyHealth": False},
+            **fields,
+        }
+        doc = spec.StackDeployment.model_validate(
+            {
+                "apiVersion": "reconciler/v1",
+                "kind": "StackDeployment",
+                "metadata": {"name": name.lower()},
+                "spec": body,
+            }
+        )
+        self.specs[name] = catalog.LoadedSpec(doc, f"deploy-specs/{name}.yaml", REVISION, False)
+        self.eng.track(self.specs[name])
+
+    def step_all(self) -> None:
+        """One pass: every spec steps once, at the same moment."""
+        for loaded in self.specs.values():
+            result = self.eng.step(loaded)
+            assert result.error is None, result.error
+
+    def passes(self, n: int) -> None:
+        for _ in range(n):
+            self.clock.advance(INTERVAL)
+            self.step_all()
+
+    def group(self, stack: str, logical: str = "Asg1") -> str:
+        """The group's physical name, found by CloudFormation's tags as AWS sets them."""
+        asg = self.emulator.client("autoscaling")
+        for group in asg.describe_auto_scaling_groups()["AutoScalingGroups"]:
+            tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
+            if (
+                tags.get("aws:cloudformation:stack-name") == stack
+                and tags.get("aws:cloudformation:logical-id") == logical
+            ):
+                return str(group["AutoScalingGroupName"])
+        raise AssertionError(f"no group {logical} in {stack}")
+
+    def drift(self, stack: str) -> Any:
+        status = self.eng.status(stack.lower())
+        assert status is not None
+        return status.to_json()["drift"]
+
+    def drifted_metric(self, stack: str) -> float | None:
+        return self.metrics.registry.get_sample_value(
+            "reconciler_stack_drifted", {"name": stack.lower()}
+        )
+
+    def outbox(self, kind: str) -> list[model.OutboxEntry]:
+        return [e for e in self.store.due(FAR, 1000) if e.key.endswith(f"|{kind}")]
+
+
+@pytest.fixture
+def world(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    for var in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    with Emulator(update_seconds=0.2, seed=3) as emu:
+        old, new = emu.register_image("drift-old"), emu.register_image("drift-new")
+        metrics = Metrics()
+        clients = aws.Clients(endpoint_url=emu.endpoint_url, on_request=metrics.aws_request)
+        told: list[model.Transition] = []
+        with Store.in_state_dir(tmp_path / "state") as store:
+            # A sink that is never reached: the test reads what was owed it from the outbox.
+            sink = notify.Sink(name="hook", kind="json", url="http://127.0.0.1:9/")
+            notifier = notify.Notifier(store, [sink], metrics)
+            eng = engine.Engine(clients, store, metrics, listeners=[told.extend, notifier.listener])
+            clock = Clock()
+            eng.fleet = Fleet(clients, clock)
+            yield World(emu, eng, store, metrics, clock, old, new, told)
+
+
+def make_stacks(world: World, *names: str) -> None:
+    for name in names:
+        world.emulator.create_stack(
+            name, {"EnvName": name.lower(), "LcImageId": world.old, "MigrationLcImageId": world.old}
+        )
+
+
+def settle(world: World) -> None:
+    """Two passes: the first look records each stack settled, the next judges it."""
+    world.step_all()
+    world.passes(1)
+    for name in world.specs:
+        assert world.drift(name) == [], name
+
+
+def test_groups_changed_by_hand_show_as_drift_once_told_and_cleared_by_our_update(
+    world: World,
+) -> None:
+    make_stacks(world, "Fixed", "Live", "Held", "Idle")
+    world.add("Fixed")
+    world.add("Live", capacity={"api": "live", "migration": 1})
+    world.add("Held")
+    world.add("Idle")
+    settle(world)
+    asg = world.emulator.client("autoscaling")
+
+    asg.set_desired_capacity(AutoScalingGroupName=world.group("Fixed"), DesiredCapacity=3)
+    asg.set_desired_capacity(AutoScalingGroupName=world.group("Live"), DesiredCapacity=3)
+    asg.suspend_processes(
+        AutoScalingGroupName=world.group("Held", "MigrationAsg"), ScalingProcesses=["Launch"]
+    )
+    world.passes(1)  # within one interval
+
+    assert world.drift("Fixed") == [
+        {"resource": "Asg1", "field": "desiredCapacity", "expected": "1", "live": "3"}
+    ]
+    assert world.drift("Live") == []  # capacity.api: live leaves the capacity to others
+    assert world.drift("Held") == [
+        {
+            "resource": "MigrationAsg",
+            "field": "suspendedProcesses",
+            "expected": "none",
+            "live": "Launch",
+        }
+    ]
+    assert [world.drifted_metric(n) for n in ("Fixed", "Live", "Held", "Idle")] == [1, 0, 1, 0]
+    status = world.eng.status("fixed")
+    assert status is not None and status.phase == Phase.IN_SYNC  # report: nothing held
+
+    world.passes(2)  # the same drift, judged again, is not told again
+    drifted = [t for t in world.told if t.kind == "drifted"]
+    assert sorted(t.name for t in drifted) == ["fixed", "held"]
+    assert len(world.outbox("drifted")) == 2
+
+    # The daemon's own update (a rollout of Fixed) overwrites the group; its drift is not
+    # judged while the rollout runs, and is gone once the stack settles after it.
+    world.add("Fixed", image=world.new)
+    world.eng.step(world.specs["Fixed"])
+    status = world.eng.status("fixed")
+    assert status is not None and status.phase == Phase.MIGRATING
+    assert world.drift("Fixed") == [  # not judged while it rolls out: the last word stays
+        {"resource": "Asg1", "field": "desiredCapacity", "expected": "1", "live": "3"}
+    ]
+    converge(world, "Fixed")
+    world.passes(2)
+    assert world.drift("Fixed") == []
+    assert world.drifted_metric("Fixed") == 0
+    assert len([t for t in world.told if t.kind == "drifted"]) == 2
+
+
+def converge(world: World, stack: str) -> None:
+    """Step the spec (the clock a tick on each time) until its rollout ends in sync."""
+    loaded = world.specs[stack]
+    for _ in range(200):
+        world.clock.advance(dt.timedelta(seconds=1))
+        result = world.eng.step(loaded)
+        assert result.error is None, result.error
+        status = world.eng.status(stack.lower())
+        assert status is not None
+        rollout = status.memory.rollout
+        if result.phase == Phase.IN_SYNC and rollout is not None and not rollout.active:
+            return
+        world.emulator.wait_settled(stack)
+    raise AssertionError(f"{stack} did not converge: {result.message}")
+
+
+def test_a_launch_template_version_changed_by_hand_is_drift_against_the_stacks(
+    world: World,
+) -> None:
+    make_stacks(world, *(f"Lt{i}" for i in range(4)))
+    for i in range(4):
+        world.add(f"Lt{i}")
+    settle(world)
+    asg, ec2 = world.emulator.client("autoscaling"), world.emulator.client("ec2")
+    name = world.group("Lt0")
+    template = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][
+        0
+    ]["LaunchTemplate"]
+    made = ec2.create_launch_template_version(
+        LaunchTemplateId=template["LaunchTemplateId"], LaunchTemplateData={"ImageId": world.new}
+    )["LaunchTemplateVersion"]["VersionNumber"]
+    asg.update_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": str(made)},
+    )
+    world.passes(1)
+    lt = template["LaunchTemplateId"]
+    assert world.drift("Lt0") == [
+        {
+            "resource": "Asg1",
+            "field": "launchTemplate",
+            "expected": f"{lt} version {template['Version']}",
+            "live": f"{lt} version {made}",
+        }
+    ]
+    assert [world.drift(f"Lt{i}") for i in (1, 2, 3)] == [[], [], []]
+
+
+def test_steady_state_drift_adds_only_the_shared_groups_listing(world: World) -> None:
+    """Per interval, with every stack idle and in sync: one DescribeStacks page and one
+    DescribeAutoScalingGroups page for the account, and nothing per stack."""
+    names = [f"Quiet{i}" for i in range(5)]
+    make_stacks(world, *names)
+    for name in names:
+        world.add(name)
+    settle(world)
+    before = world.emulator.requests()
+
+    world.passes(3)
+
+    after = world.emulator.requests()
+    spent = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    assert spent == {
+        ("cloudformation", "DescribeStacks"): 3,
+        ("autoscaling", "DescribeAutoScalingGroups"): 3,
+    }
+    assert all(world.drift(n) == [] for n in names)
+
+
+def test_hold_keeps_a_drifted_stack_from_rolling_out_until_the_drift_is_gone(
+    world: World,
+) -> None:
+    make_stacks(world, *(f"Hold{i}" for i in range(4)))
+    for i in range(4):
+        world.add(f"Hold{i}", rollout={"verifyHealth": False, "onDrift": "hold"})
+    settle(world)
+    asg = world.emulator.client("autoscaling")
+    group = world.group("Hold0")
+    asg.suspend_processes(AutoScalingGroupName=group, ScalingProcesses=["AZRebalance"])
+    world.passes(1)
+    updates = world.emulator.requests().get(("cloudformation", "UpdateStack"), 0)
+
+    world.add("Hold0", image=world.new, rollout={"verifyHealth": False, "onDrift": "hold"})
+    result = world.eng.step(world.specs["Hold0"])
+
+    status = world.eng.status("hold0")
+    assert status is not None
+    assert (result.phase, status.reason) == (Phase.BLOCKED, Reason.DRIFTED)
+    assert "Asg1.suspendedProcesses: expected none, live AZRebalance" in result.message
+    assert world.emulator.requests().get(("cloudformation", "UpdateStack"), 0) == updates
+    assert [t.kind for t in world.told if t.name == "hold0"] == ["drifted", "blocked"]
+
+    # Fixed by hand; `retry` steps it again at once (a tick later, not an interval).
+    asg.resume_processes(AutoScalingGroupName=group, ScalingProcesses=["AZRebalance"])
+    world.clock.advance(dt.timedelta(seconds=2))
+    result = world.eng.step(world.specs["Hold0"])
+    assert result.phase == Phase.MIGRATING, result.message
+    assert world.emulator.requests()[("cloudformation", "UpdateStack")] == updates + 1
+    assert world.drift("Hold0") == []
+
+
+def test_a_stack_read_alone_is_judged_from_the_groups_listing_too(world: World) -> None:
+    """Fewer than 4 stacks in the account: no stack listing serves them, each is read by
+    itself, and the groups listing still judges its drift."""
+    make_stacks(world, "Alone")
+    world.add("Alone")
+    settle(world)
+    asg = world.emulator.client("autoscaling")
+    asg.set_desired_capacity(AutoScalingGroupName=world.group("Alone"), DesiredCapacity=2)
+    world.passes(1)
+    assert world.drift("Alone") == [
+        {"resource": "Asg1", "field": "desiredCapacity", "expected": "1", "live": "2"}
+    ]
+    assert Drift("Asg1", "desiredCapacity", "1", "2").describe() in world.told[-1].message
+
+
+def test_a_groups_listing_from_before_an_update_never_becomes_the_baseline(
+    world: World,
+) -> None:
+    """Someone updates the stack (the migration group is replaced on a new launch template
+    version) between a groups listing and the next listing of the stacks: that groups
+    listing shows the stack as it was, so it judges nothing under the new update, and the
+    next one records the new version as CloudFormation's."""
+    fleet, sp = updating(world)
+    world.clock.advance(INTERVAL)
+    fleet.prefetch_groups(sp, INTERVAL)  # the groups, as they are before the update
+
+    someone_updates(world, "Upd0")
+    # The stacks listed again (by another spec's step, say), the groups not yet.
+    listed = fleet.listed_at(sp, dt.timedelta(0), len(world.specs))
+    assert listed is not None
+    view, seen = listed
+    assert fleet.judge_drift(sp, view, seen, model.Memory(), INTERVAL) is None
+
+    world.passes(1)
+    assert world.drift("Upd0") == []
+
+
+def test_a_groups_listing_newer_than_the_look_at_the_stack_judges_nothing(
+    world: World,
+) -> None:
+    """The other way round: the stack looked settled, then someone updated it, then the
+    groups were listed. That listing shows the new update's groups against the stack as
+    it was before; it judges nothing, and no false drift is told."""
+    fleet, sp = updating(world)
+    world.clock.advance(INTERVAL)
+    listed = fleet.listed_at(sp, dt.timedelta(0), len(world.specs))
+    assert listed is not None
+    view, seen = listed
+
+    someone_updates(world, "Upd0")
+    fleet.prefetch_groups(sp, dt.timedelta(0))
+    assert fleet.judge_drift(sp, view, seen, model.Memory(), INTERVAL) is None
+
+    world.passes(1)
+    assert world.drift("Upd0") == []
+    assert not [t for t in world.told if t.kind == "drifted"]
+
+
+def updating(world: World) -> tuple[Fleet, spec.Spec]:
+    """Four settled stacks, judged clean; the fleet and the first one's spec."""
+    make_stacks(world, *(f"Upd{i}" for i in range(4)))
+    for i in range(4):
+        world.add(f"Upd{i}")
+    settle(world)
+    return world.eng.fleet, world.specs["Upd0"].deployment.spec
+
+
+def someone_updates(world: World, stack: str) -> None:
+    """An update not the daemon's: a new migration image, so CloudFormation replaces the
+    migration group on a new launch template version."""
+    parameters = world.emulator.live_parameters(stack)
+    world.emulator.client("cloudformation").update_stack(
+        StackName=stack,
+        UsePreviousTemplate=True,
+        Parameters=[
+            {"ParameterKey": k, "ParameterValue": world.new}
+            if k == "MigrationLcImageId"
+            else {"ParameterKey": k, "UsePreviousValue": True}
+            for k in parameters
+        ],
+    )
+    assert world.emulator.wait_settled(stack) == "UPDATE_COMPLETE"
+
+
+def test_a_listing_newer_than_its_look_is_judged_at_the_next_look(world: World) -> None:
+    """Other specs' steps read the stacks and then the groups every tick (a rollout next
+    door): each groups listing is newer than the look at the stack it came with, and is
+    judged when the next look, begun after it, shows the stack still settled."""
+    fleet, sp = updating(world)
+    world.emulator.client("autoscaling").set_desired_capacity(
+        AutoScalingGroupName=world.group("Upd0"), DesiredCapacity=2
+    )
+    looks = []
+    for _ in range(2):
+        world.clock.advance(dt.timedelta(seconds=2))
+        listed = fleet.listed_at(sp, dt.timedelta(0), len(world.specs))
+        fleet.prefetch_groups(sp, dt.timedelta(0))
+        assert listed is not None
+        looks.append(fleet.judge_drift(sp, *listed, model.Memory(), INTERVAL))
+    assert looks == [None, (Drift("Asg1", "desiredCapacity", "1", "2"),)]
+
+
+def test_plan_judges_capacity_and_processes_in_one_look_never_launch_templates(
+    world: World,
+) -> None:
+    """`reconciler plan` is a process of its own: a fresh engine with no earlier look at
+    the stack. It shows what the stack's parameters say against the groups; a launch
+    template changed by hand is its first look's baseline (decision 0014)."""
+    make_stacks(world, "Planned")
+    world.add("Planned")
+    asg, ec2 = world.emulator.client("autoscaling"), world.emulator.client("ec2")
+    name = world.group("Planned")
+    asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=2)
+    template = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][
+        0
+    ]["LaunchTemplate"]
+    made = ec2.create_launch_template_version(
+        LaunchTemplateId=template["LaunchTemplateId"], LaunchTemplateData={"ImageId": world.new}
+    )["LaunchTemplateVersion"]["VersionNumber"]
+    asg.update_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": str(made)},
+    )
+    planner_engine = engine.Engine(world.eng.clients, world.store, Metrics())
+
+    observed, decision = planner_engine.preview(world.specs["Planned"])
+
+    assert observed.drift == (Drift("Asg1", "desiredCapacity", "1", "2"),)
+    assert decision.update is None and decision.phase == Phase.IN_SYNC
