@@ -340,13 +340,10 @@ def _key(template: Template, update: model.StackUpdate, view: model.StackView) -
     return Key(template.checksum, changed, values)
 
 
-def _judge(
-    sp: spec.Spec, template: Template, changes: tuple[model.ResourceChange, ...]
-) -> Verdict:
+def _judge(sp: spec.Spec, template: Template, changes: tuple[model.ResourceChange, ...]) -> Verdict:
     groups = (sp.resource_names.api_group, sp.resource_names.migration_group)
-    allowed = frozenset(
-        [*groups, *(lt for g in groups for lt in template.launch.get(g, ())), *sp.rollout.allow_replace]
-    )
+    launch = (lt for g in groups for lt in template.launch.get(g, ()))
+    allowed = frozenset([*groups, *launch, *sp.rollout.allow_replace])
     refused = tuple(c for c in changes if c.destructive and c.logical_id not in allowed)
     return Verdict(changes, refused, allowed)
 
