@@ -141,7 +141,7 @@ class Engine:
         self._status: dict[str, StackStatus] = {}
         # Shared reads: one listing per account serves every spec that steps in one tick.
         self.fleet = Fleet(clients)
-        self.guard = Guard(clients)  # rollout.guard: verdicts shared by stacks and bumps
+        self.guard = Guard(clients, store)  # rollout.guard: verdicts shared by stacks and bumps
         self.fresh = fresh  # how old a shared read a step may act on: one tick
         self._accounts: dict[tuple[str, str | None], int] | None = None  # managed per account
         self._log = structlog.get_logger("reconciler.engine")

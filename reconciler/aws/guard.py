@@ -27,8 +27,8 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 import yaml
@@ -113,6 +113,15 @@ class _Probe:
     started: float
 
 
+class Book(Protocol):
+    """Where verdicts outlive the process (the store): a restart, `plan`, other replicas."""
+
+    def verdict(self, key: str) -> tuple[model.ResourceChange, ...] | None: ...
+    def save_verdict(
+        self, key: str, changes: Sequence[model.ResourceChange], at: dt.datetime
+    ) -> None: ...
+
+
 class ChangeSetFailed(Exception):
     """CloudFormation could not create the change set (the update would fail the same)."""
 
@@ -120,8 +129,11 @@ class ChangeSetFailed(Exception):
 class Guard:
     """Verdicts per key, templates per stack, and the change sets under way."""
 
-    def __init__(self, clients: Clients, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, clients: Clients, book: Book | None = None, clock: Clock = time.monotonic
+    ) -> None:
         self._clients = clients
+        self._book = book
         self._clock = clock
         self._lock = threading.Lock()
         self._templates: dict[tuple[str, str | None, str], Template] = {}
@@ -148,9 +160,25 @@ class Guard:
         """The verdict if it is known; never creates a change set (`plan`)."""
         template = self._template(sp, view)
         key = _key(template, update, view)
+        changes = self._known(key)
+        return None if changes is None else _judge(sp, template, changes)
+
+    def _known(self, key: Key) -> tuple[model.ResourceChange, ...] | None:
         with self._lock:
             changes = self._verdicts.get(key)
-        return None if changes is None else _judge(sp, template, changes)
+        if changes is None and self._book is not None:
+            changes = self._book.verdict(key.digest())
+            if changes is not None:
+                with self._lock:
+                    self._verdicts[key] = changes
+        return changes
+
+    def _learn(self, key: Key, changes: tuple[model.ResourceChange, ...]) -> None:
+        with self._lock:
+            self._verdicts[key] = changes
+            self._probes.pop(key, None)
+        if self._book is not None:
+            self._book.save_verdict(key.digest(), changes, dt.datetime.now(dt.UTC))
 
     def judge(
         self, sp: spec.Spec, update: model.StackUpdate, view: model.StackView
@@ -158,8 +186,8 @@ class Guard:
         """The verdict on `update`, or Checking while its change set is being made."""
         template = self._template(sp, view)
         key = _key(template, update, view)
+        changes = self._known(key)
         with self._lock:
-            changes = self._verdicts.get(key)
             probe = self._probes.get(key)
             now = self._clock()
             mine = probe is not None and probe.stack == _ident(sp)
@@ -185,9 +213,7 @@ class Guard:
             raise
         if found is None:
             return Checking(f"creating the change set {probe.name} to see what it would replace")
-        with self._lock:
-            self._verdicts[key] = found
-            self._probes.pop(key, None)
+        self._learn(key, found)
         self._log.info(
             "change set read",
             change_set=probe.name,
@@ -215,8 +241,7 @@ class Guard:
                 raise ChangeSetFailed(f"change set {name} not complete within {timeout:.0f}s")
             time.sleep(poll)  # a CLI waiting on AWS: there is no condition to wait on
             found = self._probe(sp, update, name, create=False)
-        with self._lock:
-            self._verdicts[key] = found
+        self._learn(key, found)
         return _judge(sp, template, found)
 
     # --- the change set -------------------------------------------------------------------
