@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from reconciler import aws, catalog, model, planner, reasons, spec, transitions, waves
 from reconciler.aws.batch import NotYet
 from reconciler.aws.fleet import Fleet
-from reconciler.aws.guard import ChangeSetFailed, Checking, Guard
+from reconciler.aws.guard import ChangeSetFailed, Checking, Guard, Verdict
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
 from reconciler.status import StackStatus
@@ -38,6 +38,8 @@ Clock = Callable[[], dt.datetime]
 _CHEAP_PHASES = frozenset({Phase.IN_SYNC, Phase.PAUSED})
 
 # Refusals that only mean "not now": the next step sees why and waits.
+# `plan --change-set`: AWS makes a change set in seconds; a minute means something is wrong.
+CHANGE_SET_TIMEOUT = 60.0
 _TRANSIENT_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded"})
 
 
@@ -413,6 +415,18 @@ class Engine:
         return planner.failure(
             loaded.deployment, loaded.revision, memory, now, code, message, self.policy
         )
+
+    def verdict(
+        self, sp: spec.Spec, update: model.StackUpdate, view: model.StackView, make: bool
+    ) -> Verdict | str | None:
+        """`plan`: the guard's known verdict on `update` (None if none), or with `make` one
+        from a change set made and deleted now; a string says why there is none."""
+        try:
+            if make:
+                return self.guard.check_now(sp, update, view, CHANGE_SET_TIMEOUT)
+            return self.guard.known(sp, update, view)
+        except (ClientError, BotoCoreError, ChangeSetFailed) as exc:
+            return str(exc)
 
     def _warm_guard(self, sp: spec.Spec, view: model.StackView) -> None:
         """The template, read while idle; a failure to read it shows when a rollout needs it."""
