@@ -422,9 +422,10 @@ class Engine:
         """`plan`: the guard's known verdict on `update` (None if none), or with `make` one
         from a change set made and deleted now; a string says why there is none."""
         try:
-            if make:
-                return self.guard.check_now(sp, update, view, CHANGE_SET_TIMEOUT)
-            return self.guard.known(sp, update, view)
+            known = self.guard.known(sp, update, view)
+            if known is not None or not make:
+                return known  # a fleet sharing a template makes one change set, not one each
+            return self.guard.check_now(sp, update, view, CHANGE_SET_TIMEOUT)
         except (ClientError, BotoCoreError, ChangeSetFailed) as exc:
             return str(exc)
 
