@@ -355,10 +355,50 @@ def cmd_plan(args: argparse.Namespace, conf: settings.Settings) -> int:
     rows = []
     for loaded in sorted(local.specs.values(), key=lambda s: s.deployment.name):
         observed, decision = local.engine.preview(loaded)
-        rows.append(_plan_row(loaded, observed, decision, local.fleets))
+        row = _plan_row(loaded, observed, decision, local.fleets)
+        row["guard"] = _plan_guard(local.engine, loaded, observed, decision, args.change_set)
+        rows.append(row)
     errors = [str(e) for e in local.errors]
     print(_render_plan(rows, _plan_fleets(rows, local.fleets), errors, args.format))
     return EXIT_FAILED if errors else EXIT_OK
+
+
+def _plan_guard(
+    eng: engine.Engine,
+    loaded: catalog.LoadedSpec,
+    observed: model.Observed,
+    decision: model.Decision,
+    change_set: bool,
+) -> dict[str, Any] | None:
+    """rollout.guard's verdict on the update the step would send: the known one, or with
+    `--change-set` a change set made (and deleted) now."""
+    update, sp = decision.update, loaded.deployment.spec
+    if update is None or not update.guarded or observed.stack is None:
+        return None
+    if sp.rollout.guard == "off":
+        return {"verdict": "off", "replaced": [], "refused": []}
+    verdict = eng.verdict(sp, update, observed.stack, change_set)
+    if isinstance(verdict, str):
+        return {"verdict": "unknown", "error": verdict, "replaced": [], "refused": []}
+    if verdict is None:
+        return {"verdict": "unknown", "replaced": [], "refused": []}
+    return {
+        "verdict": "allowed" if verdict.ok else "refused",
+        "replaced": [c.describe() for c in verdict.replaced()],
+        "refused": [c.describe() for c in verdict.refused],
+    }
+
+
+def _guard_line(g: dict[str, Any]) -> str:
+    if g["verdict"] == "unknown":
+        why = f" ({g['error']})" if g.get("error") else ""
+        return f"guard: verdict not known yet{why}; `plan --change-set` makes one"
+    if g["verdict"] == "off":
+        return "guard: off"
+    if g["verdict"] == "refused":
+        return "guard: REFUSED, would replace or remove " + "; ".join(g["refused"])
+    replaced = "; ".join(g["replaced"]) or "nothing"
+    return f"guard: allowed, replaces {replaced}"
 
 
 def _fleet_and_step(
@@ -459,9 +499,10 @@ def _render_plan(
             "|---|---|---|---|---|---|",
         ]
         for r in rows:
+            guard = f"<br>{_md(_guard_line(r['guard']))}" if r.get("guard") else ""
             lines.append(
                 f"| `{r['name']}` | {r['stackName']} | `{r['desiredImage']}` | "
-                f"`{r['liveImage']}` | {r['phase']} | {_md(r['next'])} |"
+                f"`{r['liveImage']}` | {r['phase']} | {_md(r['next'])}{guard} |"
             )
         lines += [
             f"\n:warning: `{r['name']}` drift: {_md(_drift_line(r['drift']))}"
@@ -482,6 +523,8 @@ def _render_plan(
         if r["update"]:
             changes = ", ".join(f"{k}={v}" for k, v in sorted(r["update"].items()))
             lines.append(f"  would update ({r['updateKind']}): {changes}")
+        if r.get("guard"):
+            lines.append(f"  {_guard_line(r['guard'])}")
     lines += [_fleet_line(f) for f in fleets]
     lines += [f"error: {e}" for e in errors]
     return "\n".join(lines) or "no specs"
@@ -836,6 +879,12 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    p.add_argument(
+        "--change-set",
+        action="store_true",
+        help="create (and delete) a change set for each guarded update whose verdict is not "
+        "known: needs cloudformation:CreateChangeSet, DescribeChangeSet, DeleteChangeSet",
+    )
 
 
 def _apply_args(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from reconciler import aws, catalog, model, planner, reasons, spec, transitions, waves
 from reconciler.aws.batch import NotYet
 from reconciler.aws.fleet import Fleet
+from reconciler.aws.guard import ChangeSetFailed, Checking, Guard, Verdict
 from reconciler.metrics import Metrics
 from reconciler.model import Phase
 from reconciler.status import StackStatus
@@ -37,6 +38,8 @@ Clock = Callable[[], dt.datetime]
 _CHEAP_PHASES = frozenset({Phase.IN_SYNC, Phase.PAUSED})
 
 # Refusals that only mean "not now": the next step sees why and waits.
+# `plan --change-set`: AWS makes a change set in seconds; a minute means something is wrong.
+CHANGE_SET_TIMEOUT = 60.0
 _TRANSIENT_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded"})
 
 
@@ -140,6 +143,7 @@ class Engine:
         self._status: dict[str, StackStatus] = {}
         # Shared reads: one listing per account serves every spec that steps in one tick.
         self.fleet = Fleet(clients)
+        self.guard = Guard(clients, store)  # rollout.guard: verdicts shared by stacks and bumps
         self.fresh = fresh  # how old a shared read a step may act on: one tick
         self._accounts: dict[tuple[str, str | None], int] | None = None  # managed per account
         self._log = structlog.get_logger("reconciler.engine")
@@ -231,6 +235,7 @@ class Engine:
         except NotYet:
             # The shared reads this step needs are due but paced: decide nothing now.
             return StepResult(status.name, status.phase, status.message, None, "active")
+        decision = self._guarded(loaded, observed, memory, decision, now)
         # Record first: a crash after this line resumes from what was decided. A fleet
         # member's start takes its step's slot in the same write, or does not start.
         claim = _claim(observed, decision)
@@ -346,6 +351,7 @@ class Engine:
         if view.parameters.get(sp.parameter_names.api_image) != sp.image:
             return None  # a rollout is due: it needs the groups and the record
         self.fleet.warm(sp)  # once per stack: a rollout then finds its groups in shared reads
+        self._warm_guard(sp, view)
         return model.Observed(stack=view, drift=drift)  # in sync: no upstream or turn asked
 
     def _observe_alone(
@@ -432,6 +438,73 @@ class Engine:
         ]
         return model.Upstream(name, image, in_sync, done[0] if done else None)
 
+    def _guarded(
+        self,
+        loaded: catalog.LoadedSpec,
+        observed: model.Observed,
+        memory: model.Memory,
+        decision: model.Decision,
+        now: dt.datetime,
+    ) -> model.Decision:
+        """rollout.guard: an update goes out only if its change set replaces nothing beyond
+        what the spec allows. Before anything is stored: a refused or unchecked update has
+        started nothing."""
+        update, sp = decision.update, loaded.deployment.spec
+        if update is None or not update.guarded or sp.rollout.guard == "off":
+            return decision
+        assert observed.stack is not None  # an update is planned only for a stack seen
+        try:
+            verdict = self.guard.judge(sp, update, observed.stack)
+        except ChangeSetFailed as exc:
+            return self._failed(loaded, memory, now, reasons.Reason.UPDATE_REFUSED, str(exc))
+        if isinstance(verdict, Checking):
+            return model.Decision(
+                decision.phase,
+                verdict.message,
+                reason=reasons.Reason.CHECKING_CHANGES,
+                requeue="active",
+            )
+        if verdict.ok:
+            return decision
+        message = (
+            f"{verdict.message()}: nothing was sent. Take it out of what the image parameter "
+            "feeds, or allow it with rollout.allowReplace, then `reconciler retry`"
+        )
+        self._log.warning("update refused by the change-set guard", update=update.kind)
+        return self._failed(loaded, memory, now, reasons.Reason.CHANGE_REFUSED, message)
+
+    def _failed(
+        self,
+        loaded: catalog.LoadedSpec,
+        memory: model.Memory,
+        now: dt.datetime,
+        code: reasons.Reason,
+        message: str,
+    ) -> model.Decision:
+        return planner.failure(
+            loaded.deployment, loaded.revision, memory, now, code, message, self.policy
+        )
+
+    def verdict(
+        self, sp: spec.Spec, update: model.StackUpdate, view: model.StackView, make: bool
+    ) -> Verdict | str | None:
+        """`plan`: the guard's known verdict on `update` (None if none), or with `make` one
+        from a change set made and deleted now; a string says why there is none."""
+        try:
+            known = self.guard.known(sp, update, view)
+            if known is not None or not make:
+                return known  # a fleet sharing a template makes one change set, not one each
+            return self.guard.check_now(sp, update, view, CHANGE_SET_TIMEOUT)
+        except (ClientError, BotoCoreError, ChangeSetFailed) as exc:
+            return str(exc)
+
+    def _warm_guard(self, sp: spec.Spec, view: model.StackView) -> None:
+        """The template, read while idle; a failure to read it shows when a rollout needs it."""
+        try:
+            self.guard.warm(sp, view)
+        except (ClientError, BotoCoreError) as exc:
+            self._log.debug("template not read while idle", error=str(exc))
+
     def _scale(self, loaded: catalog.LoadedSpec, change: model.ScalingChange) -> str | None:
         """Suspend or resume scaling processes; a failure is retried on the next step, since
         the planner asks again until it observes the processes as it wants them."""
@@ -465,6 +538,7 @@ class Engine:
             return None, decision, f"AWS: {exc}"
         self.metrics.stack_update(name, kind, "noop" if sent == "noop" else "ok")
         self.fleet.touched(loaded.deployment.spec)  # reads from before now no longer serve it
+        self.guard.sent(loaded.deployment.spec, self.clock())  # its LastUpdatedTime is ours
         return sent, decision, None
 
     def _refused(
@@ -485,14 +559,8 @@ class Engine:
                 reason=reasons.Reason.UPDATE_DEFERRED,
             )
         memory = self.store.load(name)
-        failed = planner.failure(
-            loaded.deployment,
-            loaded.revision,
-            memory,
-            now,
-            reasons.Reason.UPDATE_REFUSED,
-            f"update refused: {exc}",
-            self.policy,
+        failed = self._failed(
+            loaded, memory, now, reasons.Reason.UPDATE_REFUSED, f"update refused: {exc}"
         )
         self.store.apply(name, (model.ClearPending(), *failed.effects))
         return failed

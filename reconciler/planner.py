@@ -232,7 +232,10 @@ def failure(
     ctx = Context(
         deployment.name, revision, deployment.spec, model.Observed(None), memory, now, policy
     )
-    return _fail(ctx, code, reason)
+    blocked = code in _BLOCKING  # a person decides when to try again: `retry`
+    return _fail(
+        ctx, code, reason, sticky=blocked, phase=Phase.BLOCKED if blocked else Phase.FAILED
+    )
 
 
 # --- the rules, in the order they are tried ------------------------------------------
@@ -384,7 +387,7 @@ def _backing_off(ctx: Context) -> Outcome:
         # A new git revision retries at once.
         return Continue((model.ClearFailure(),))
     if (
-        failure.code in _MIGRATION_FAILURES
+        failure.code in _STOPS_MIGRATION
         and ctx.rollout is None
         and ctx.params.get(ctx.names.migration_capacity, "0") != "0"
     ):
@@ -1036,7 +1039,10 @@ def _when_retried(retry_at: dt.datetime) -> str:
     return f"next retry at {retry_at.isoformat()}"
 
 
-_MIGRATION_FAILURES = frozenset({Reason.MIGRATION_FAILED, Reason.MIGRATION_TIMED_OUT})
+# Failures that leave nothing for the migration group to do: a retry starts a fresh one.
+_STOPS_MIGRATION = frozenset(
+    {Reason.MIGRATION_FAILED, Reason.MIGRATION_TIMED_OUT, Reason.CHANGE_REFUSED}
+)
 
 
 def _fail_migration(ctx: Context, code: Reason, reason: str) -> model.Decision:

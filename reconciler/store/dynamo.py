@@ -49,6 +49,7 @@ ROLLOUT = "rollout#"
 FLEET = "~fleet#"  # + the fleet's name: its items' pk
 HALT = "fleet"  # the fleet's halt (halt_* attributes, absent when not halted) and epoch
 SLOT = "slot#"  # + the 0-based step, fixed width: `holders` (JSON) and `version`
+VERDICT = "~verdict#"  # + the guard's key: one item, `changes` (JSON) and `at`
 # A start that loses the race for its step's slot item reads again and retries; this many
 # losses in a row is contention no fleet's maxConcurrent should see.
 SLOT_ATTEMPTS = 8
@@ -568,6 +569,19 @@ class DynamoStore:
             ReturnValues="ALL_OLD",
         )
         return "halt_at" in answer.get("Attributes", {})
+
+    # --- change-set verdicts -----------------------------------------------------------
+    # Not fenced: a verdict is a fact about a template, the same whoever wrote it.
+
+    def verdict(self, key: str) -> tuple[model.ResourceChange, ...] | None:
+        item = self._item(VERDICT + key, "verdict")
+        return None if item is None else records.parse_changes(item["changes"])
+
+    def save_verdict(
+        self, key: str, changes: Sequence[model.ResourceChange], at: dt.datetime
+    ) -> None:
+        fields = {"changes": records.changes_text(changes), "at": records.ts(at)}
+        self.client.put_item(TableName=self.table, Item=_encode(VERDICT + key, "verdict", fields))
 
     # --- runtime controls -------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler import fold, model, reasons
@@ -294,3 +294,12 @@ def take_slot(
     if len(kept) >= limit:
         return None
     return kept | {name: at}
+
+
+def changes_text(changes: Sequence[model.ResourceChange]) -> str:
+    """A change set's resource changes as stored (a verdict of the change-set guard)."""
+    return json.dumps([[c.logical_id, c.type, c.action, c.replacement] for c in changes])
+
+
+def parse_changes(text: str) -> tuple[model.ResourceChange, ...]:
+    return tuple(model.ResourceChange(*map(str, row)) for row in json.loads(text))

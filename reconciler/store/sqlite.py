@@ -193,6 +193,15 @@ _MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
         PRIMARY KEY (fleet, step, member)
     );
     """,
+    # 8: the change-set guard's verdicts (reconciler/aws/guard.py), kept across restarts
+    # and for `plan`.
+    """
+    CREATE TABLE verdicts (
+        key TEXT PRIMARY KEY,
+        changes TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
 )
 
 _ROLLOUT_COLUMNS = ", ".join(records.ROLLOUT_FIELDS)
@@ -466,6 +475,22 @@ class Store:
                 (name, records.ts(at)),
             )
             return halted
+
+    # --- change-set verdicts -----------------------------------------------------------
+
+    def verdict(self, key: str) -> tuple[model.ResourceChange, ...] | None:
+        with self._read() as db:
+            row = db.execute("SELECT changes FROM verdicts WHERE key = ?", (key,)).fetchone()
+        return None if row is None else records.parse_changes(row[0])
+
+    def save_verdict(
+        self, key: str, changes: Sequence[model.ResourceChange], at: dt.datetime
+    ) -> None:
+        with self._write("save_verdict") as db:
+            db.execute(
+                "INSERT OR REPLACE INTO verdicts (key, changes, at) VALUES (?, ?, ?)",
+                (key, records.changes_text(changes), records.ts(at)),
+            )
 
     # --- notification outbox ------------------------------------------------------------
 

@@ -85,7 +85,7 @@ spec:
   steps:
     - maxConcurrent: 100%
 """
-RUNS = ("defaults", "rate", "apply", "sceptre", "throttled", "alarms", "fleet")
+RUNS = ("defaults", "rate", "apply", "sceptre", "throttled", "alarms", "fleet", "known")
 LABELS = {
     "sceptre": "sceptre 4.7 `launch` of the stack group, both phases",
     "defaults": "`reconciler run`, shipped defaults",
@@ -94,8 +94,10 @@ LABELS = {
     "throttled": "`reconciler run`, shipped defaults, every 3rd request throttled",
     "alarms": "`reconciler run`, every spec with `rollout.alarms: [one alarm]`",
     "fleet": "`reconciler run`, every spec in one fleet (one step, maxConcurrent 100%)",
+    "known": "`reconciler run`, shipped defaults, the next bump (change-set verdicts known)",
 }
 THROTTLE_EVERY = 3
+CHANGE_SET = "cloudformation:CreateChangeSet"
 
 
 # --- processes ------------------------------------------------------------------------
@@ -317,7 +319,7 @@ def build(n: int, root: pathlib.Path, alarms: bool = False, fleet: bool = False)
         ec2 = moto_client(moto.url, "ec2")
         images = [
             str(ec2.register_image(Name=f"bench-{k}", RootDeviceName="/dev/sda1")["ImageId"])
-            for k in range(2)
+            for k in range(3)  # the `known` run bumps twice
         ]
         moto_client(moto.url, "s3").create_bucket(Bucket=BUCKET)
         if alarms:
@@ -506,10 +508,16 @@ def run_daemon(
 ) -> dict[str, Any]:
     n, old, new = world.n, world.images[0], world.images[1]
     period = 0.25 if n <= 100 else 1.0  # polling the daemon's status costs it CPU at large N
+    if label == "known":
+        # A first bump teaches the change-set guard its verdicts; the second is measured.
+        old, new = world.images[1], world.images[2]
     d = DaemonProcess.plain(world.repo, world.root / label, world.proxy.url, options)
     row: dict[str, Any] = {"tool": label, "n": n, "setup_s": round(world.setup_s, 1)}
     try:
         started = time.monotonic()
+        if label == "known":
+            wait_in_sync(d, n, world.images[0], started + timeout, period)
+            d.hook(world.write_specs(old))
         row["first_sync_s"] = round(wait_in_sync(d, n, old, started + timeout, period) - started, 1)
         if steady_intervals:
             row["steady"] = steady(d, world, steady_intervals)
@@ -672,7 +680,7 @@ def measure(
                 row = run_daemon(world, run, ("--aws-rate", "1000/s"), 0, 0, timeout)
             elif run == "throttled":
                 row = run_daemon(world, run, (), 0, THROTTLE_EVERY, timeout)
-            elif run in ("alarms", "fleet"):
+            elif run in ("alarms", "fleet", "known"):
                 row = run_daemon(world, run, (), 0, 0, timeout)
             elif run == "apply":
                 row = run_apply(world, timeout)
@@ -747,6 +755,20 @@ def checks(result: dict[str, Any]) -> list[dict[str, Any]]:
         "in a fleet (one step, 100%): rollout <= 6 requests per stack",
         fl["req_per_stack"] <= 6 if "wall_s" in fl else None,
         f"{fl.get('req_per_stack')} per stack",
+    )
+    kn = runs.get("known", {})
+    ok_kn = "wall_s" in kn
+    add(
+        "guard, verdicts known: rollout <= 6 requests per stack",
+        kn["req_per_stack"] <= 6 if ok_kn else None,
+        f"{kn.get('req_per_stack')} per stack ({kn.get('ops_tool', {}).get(CHANGE_SET, 0)} "
+        "change sets)",
+    )
+    kn_first = kn.get("merge_to_first_update_s")
+    add(
+        "guard, verdicts known: merge to first update <= 1 s",
+        kn_first <= 1.0 if kn_first is not None else None,
+        f"{kn_first} s",
     )
     if "wall_s" in th and ok_a:
         ratio = th["requests"] / max(a["requests"], 1)

@@ -311,6 +311,12 @@ class World:
         ]
         return sorted(starts, key=lambda s: s[0])
 
+    def change_sets(self, stack: str | None = None) -> list[str]:
+        """The change sets the stack has: the guard deletes each once read, crash or not."""
+        cfn = self.stage.emulator.client("cloudformation")
+        found = cfn.list_change_sets(StackName=stack or self.stack)["Summaries"]
+        return [c["ChangeSetName"] for c in found]
+
     def record(self) -> dict[str, Any]:
         s3 = self.stage.emulator.client("s3")
         key = f"{NAME}/{self.stack}/{self.stage.new}.json"
@@ -430,6 +436,7 @@ def check_converged(w: World) -> None:
         f"the API switch started at {switch_started}, before the migration succeeded at {succeeded}"
     )
     check_history(w.history())
+    assert w.change_sets() == [], f"change sets left behind: {w.change_sets()}"
 
 
 def check_history(history: list[Any]) -> None:

@@ -39,6 +39,7 @@ WORKERS = int(os.environ.get("RECONCILER_CRASH_WORKERS", "3"))
 MEMBERS = ("fleet-a-canary", "fleet-b-one", "fleet-c-two")  # apply steps them in this order
 BUCKET = crashkit.BUCKET
 MAX_STEPS = 24
+WRITES = ("aws.UpdateStack.", "aws.CreateChangeSet.", "aws.DeleteChangeSet.")
 
 SPEC = """\
 apiVersion: reconciler/v1
@@ -191,14 +192,15 @@ def trace(st: crashkit.Stage, fail_canary: bool) -> list[list[str]]:
 
 
 def fleet_points(steps: list[list[str]]) -> list[crashkit.KillPoint]:
-    """Every point that writes: each store write (its before, commit and after) and each
-    UpdateStack. A kill at a read is a kill before the next write, and git, reads and the
-    store's schema migration at open are swept for one stack by test_crash_sweep.py."""
+    """Every point that writes: each store write (its before, commit and after), each
+    UpdateStack and each change set the guard creates or deletes. A kill at a read is a
+    kill before the next write, and git, reads and the store's schema migration at open are
+    swept for one stack by test_crash_sweep.py."""
     return [
         p
         for p in crashkit.kill_points(steps)
         if (p.kind == "store" and not p.point.startswith("store.migrate."))
-        or p.point.startswith("aws.UpdateStack.")
+        or p.point.startswith(WRITES)
     ]
 
 
@@ -226,6 +228,8 @@ def crash_and_resume(st: crashkit.Stage, kill: crashkit.KillPoint, fail_canary: 
             check_halted(w)
         else:
             check_waves(w)
+        for stack in w.stacks.values():
+            assert w.change_sets(stack) == [], f"{kill}: change sets left on {stack}"
     finally:
         w.close()
 

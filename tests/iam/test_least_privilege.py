@@ -20,6 +20,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import pathlib
 import time
@@ -373,6 +374,9 @@ def test_without_s3_get_object_the_migration_gate_reports_access_denied(world: W
 # --- what the emulator enforces, action by action ----------------------------------------
 
 
+_PROBES = itertools.count()  # a change set's name may be taken once per stack
+
+
 def probes(w: World) -> dict[str, Callable[[Callable[[str], Any]], Any]]:
     """One call per action of the policy, made with a client factory `c(service)`.
 
@@ -402,6 +406,19 @@ def probes(w: World) -> dict[str, Callable[[Callable[[str], Any]], Any]]:
         ),
         "cloudformation:ListStackResources": lambda c: c("cloudformation").list_stack_resources(
             StackName=STACK
+        ),
+        "cloudformation:GetTemplate": lambda c: c("cloudformation").get_template(StackName=STACK),
+        "cloudformation:CreateChangeSet": lambda c: c("cloudformation").create_change_set(
+            StackName=STACK,
+            ChangeSetName=f"probe-{next(_PROBES)}",
+            UsePreviousTemplate=True,
+            Parameters=keep,
+        ),
+        "cloudformation:DescribeChangeSet": lambda c: c("cloudformation").describe_change_set(
+            StackName=STACK, ChangeSetName="probe-none"
+        ),
+        "cloudformation:DeleteChangeSet": lambda c: c("cloudformation").delete_change_set(
+            StackName=STACK, ChangeSetName="probe-none"
         ),
         "s3:ListBucket": lambda c: c("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/"),
         "cloudformation:UpdateStack": lambda c: c("cloudformation").update_stack(

@@ -50,6 +50,7 @@ CASES: list[Callable[[Any], None]] = [
     cases.test_start_member_needs_a_start,
     cases.test_a_holder_whose_rollout_ended_frees_its_slot,
     cases.test_a_halted_fleet_refuses_starts_until_lifted,
+    cases.test_a_verdict_round_trips_and_a_newer_one_replaces_it,
 ]
 
 

@@ -764,3 +764,15 @@ def test_fleet_slots_hold_their_limit(
 ) -> None:
     with tempfile.TemporaryDirectory() as d, Store(pathlib.Path(d) / "db") as s:
         check_fleet_slots(s, limits, ops)
+
+
+def test_a_verdict_round_trips_and_a_newer_one_replaces_it(store: Store) -> None:
+    assert store.verdict("k1") is None
+    box = model.ResourceChange("Box", "AWS::EC2::Instance", "Modify", "True")
+    lt = model.ResourceChange("Lt", "AWS::EC2::LaunchTemplate", "Modify", "False")
+    store.save_verdict("k1", [box, lt], T0)
+    store.save_verdict("k2", [], T0)
+    assert store.verdict("k1") == (box, lt)
+    assert store.verdict("k2") == ()  # no changes is a verdict too, not an unknown one
+    store.save_verdict("k1", [lt], T0)
+    assert store.verdict("k1") == (lt,)

@@ -95,7 +95,7 @@ WORKER_MEMORY = model.Memory(
 def test_old_store_is_migrated_to_the_current_schema(store: Store) -> None:
     """Opening the old database moves it to the newest schema version."""
     version = sqlite3.connect(store.path).execute("SELECT version FROM schema_version")
-    assert version.fetchone()[0] == 7
+    assert version.fetchone()[0] == 8
 
 
 def test_old_rollouts_gain_the_issue_13_times_unset_and_can_mark_them(store: Store) -> None:
