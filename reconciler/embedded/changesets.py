@@ -136,40 +136,40 @@ class ChangeSets:
     def create(self, account_id: str, region: str, form: Mapping[str, str]) -> dict[str, str]:
         """CreateChangeSet: its Id (ARN) and StackId, or `Refused`."""
         name = _valid_name(form.get("ChangeSetName", ""))
-        kind = form.get("ChangeSetType") or "UPDATE"  # AWS's default, unlike moto's
-        if kind != "UPDATE":
-            raise cfn.Refused(
-                f"ChangeSetType {kind} is not emulated: create stacks with CreateStack"
-            )
+        _check_type(form)
         stack = cfn.find_stack(account_id, region, form.get("StackName", ""))
         request = _request(form)
         existing = self._named(stack, name)
         if existing is not None:
             return _again(existing, request)
-        if stack.status not in cfn.UPDATABLE:
-            raise cfn.Refused(
-                f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated."
-            )
-        if form.get("UsePreviousTemplate") == "true" and (
-            "TemplateBody" in form or "TemplateURL" in form
-        ):
-            raise cfn.Refused(
-                "You cannot specify both usePreviousTemplate and Template Body/Template URL."
-            )
+        _check_updatable(stack, form)
         template = cfn.requested_template(stack, form, account_id, region)
-        parsed = _parsed(template)
         parameters = cfn.resolve_parameters(stack, template, cfn.parse_parameters(form))
-        unchanged = template == stack.template and parameters == cfn.live_parameters(stack)
-        found = [] if unchanged else _changes(stack, parsed, parameters)
         arn = (
             f"arn:{get_partition(region)}:cloudformation:{region}:{account_id}:"
             f"changeSet/{name}/{uuid.uuid4()}"
         )
-        self._all[arn] = ChangeSet(
+        self._all[arn] = self._computed(name, arn, stack, form, template, parameters)
+        return {"Id": arn, "StackId": str(stack.stack_id)}
+
+    def _computed(
+        self,
+        name: str,
+        arn: str,
+        stack: Stack,
+        form: Mapping[str, str],
+        template: str,
+        parameters: dict[str, str],
+    ) -> ChangeSet:
+        """A new change set, its Changes computed now against the stack as it is."""
+        parsed = _parsed(template)
+        unchanged = template == stack.template and parameters == cfn.live_parameters(stack)
+        found = [] if unchanged else _changes(stack, parsed, parameters)
+        return ChangeSet(
             name=name,
             arn=arn,
             stack=stack,
-            request=request,
+            request=_request(form),
             template=template,
             parameters=parameters,
             no_echo=_no_echo(parsed),
@@ -184,7 +184,6 @@ class ChangeSets:
             tags=cfn.parse_members(form, "Tags"),
             notification_arns=cfn.parse_list(form, "NotificationARNs"),
         )
-        return {"Id": arn, "StackId": str(stack.stack_id)}
 
     def describe(self, account_id: str, region: str, form: Mapping[str, str]) -> dict[str, Any]:
         """DescribeChangeSet: one page of its Changes, NextToken while more remain."""
@@ -352,6 +351,26 @@ def _request(form: Mapping[str, str]) -> dict[str, str]:
         "Capabilities": json.dumps(sorted(cfn.parse_list(form, "Capabilities"))),
         "Description": form.get("Description", ""),
     }
+
+
+def _check_type(form: Mapping[str, str]) -> None:
+    kind = form.get("ChangeSetType") or "UPDATE"  # AWS's default, unlike moto's (CREATE)
+    if kind != "UPDATE":
+        raise cfn.Refused(f"ChangeSetType {kind} is not emulated: create stacks with CreateStack")
+
+
+def _check_updatable(stack: Stack, form: Mapping[str, str]) -> None:
+    """AWS refuses a change set the stack could not be updated with, as UpdateStack."""
+    if stack.status not in cfn.UPDATABLE:
+        raise cfn.Refused(
+            f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated."
+        )
+    if form.get("UsePreviousTemplate") == "true" and (
+        "TemplateBody" in form or "TemplateURL" in form
+    ):
+        raise cfn.Refused(
+            "You cannot specify both usePreviousTemplate and Template Body/Template URL."
+        )
 
 
 def _again(existing: ChangeSet, request: Mapping[str, str]) -> dict[str, str]:

@@ -430,6 +430,32 @@ def test_a_new_template_body_is_a_direct_modification(
     assert cfn.get_template(StackName=STACK, ChangeSetName="guard")["TemplateBody"] == edited
 
 
+def test_requests_aws_refuses_are_refused_with_its_words(
+    stack: str, cfn: Any, images: tuple[str, str]
+) -> None:
+    _, new = images
+    request = {
+        "StackName": STACK,
+        "ChangeSetName": "guard",
+        "UsePreviousTemplate": True,
+        "Parameters": update_params(LcImageId=new),
+    }
+    refused = [
+        ({"ChangeSetName": "no_underscores"}, "Member must satisfy regular expression pattern"),
+        ({"TemplateBody": template_body()}, "cannot specify both usePreviousTemplate"),
+        ({"StackName": "Nowhere"}, "Stack [Nowhere] does not exist"),
+        ({"Parameters": [{"ParameterKey": "Nope", "ParameterValue": "x"}]}, "[Nope] do not exist"),
+        ({"ChangeSetType": "CREATE"}, "ChangeSetType CREATE is not emulated"),
+    ]
+    for changed, message in refused:
+        with pytest.raises(ClientError) as exc:
+            cfn.create_change_set(**{**request, **changed})
+        code, said, status = error(exc)
+        assert (code, status) == ("ValidationError", 400)
+        assert message in said
+    assert cfn.list_change_sets(StackName=STACK)["Summaries"] == []
+
+
 def test_no_changes_fails_with_aws_reason(stack: str, cfn: Any, images: tuple[str, str]) -> None:
     old, _ = images
     create(cfn, LcImageId=old)
