@@ -143,7 +143,9 @@ class Emulator:
         emulator's own clients (and so a MigrationWorker built after this call) switch to
         the keys of `ADMIN_USER`, made here with every right, so only the callers under test
         are limited. Returns those keys. moto checks the calls it answers; the WSGI layer
-        checks UpdateStack, CancelUpdateStack and ContinueUpdateRollback the same way.
+        checks UpdateStack, CancelUpdateStack, ContinueUpdateRollback and the change-set
+        calls (CreateChangeSet, DescribeChangeSet, DeleteChangeSet, ListChangeSets,
+        GetTemplate) the same way, on the stack's ARN.
         """
         iam = self.client("iam")
         iam.create_user(UserName=ADMIN_USER)
