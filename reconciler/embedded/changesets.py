@@ -16,7 +16,8 @@ Rules of this file:
 - Names are per stack. The same name sent again with the same request is the same change
   set; with an attribute that differs it is AlreadyExistsException naming the attribute,
   in AWS's words ("... cannot be created due to a mismatch with existing attribute ...").
-- A change set goes with its stack: once the stack is deleted, none of its is found.
+- A change set goes with its stack: once the stack is deleted, none of its change sets
+  is found.
 - Callers hold the update layer's lock: moto's objects are read here.
 """
 
