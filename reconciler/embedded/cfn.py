@@ -1,10 +1,10 @@
 """CloudFormation stack updates as AWS runs them, on top of moto's synchronous ones.
 
 Rules of this file:
-- Only UpdateStack, CancelUpdateStack and ContinueUpdateRollback are answered here; every
-  other CloudFormation call goes to moto, which reads the status, parameters,
-  `last_updated_time` and events this file leaves on moto's own `Stack` objects (moto's
-  serializer renders any attribute named like the API field).
+- Only UpdateStack, CancelUpdateStack and ContinueUpdateRollback are answered here (the
+  change sets in `changesets.py`); every other CloudFormation call goes to moto, which
+  reads the status, parameters, `last_updated_time` and events this file leaves on moto's
+  own `Stack` objects (moto's serializer renders any attribute named like the API field).
 - An update is a timeline of (fraction of `update_seconds`, status, action), a table per
   outcome. The new template and parameters are applied to moto at once, so describe_stacks
   shows them while the update is in progress, as AWS does; a rollback applies the old ones.
@@ -75,12 +75,13 @@ ROLLBACK_NOW: tuple[Step, ...] = (
 
 
 class Refused(Exception):
-    """An UpdateStack that AWS answers with an error (always `ValidationError` here)."""
+    """A call AWS answers with an error: `ValidationError` unless said otherwise."""
 
-    def __init__(self, message: str, code: str = "ValidationError") -> None:
+    def __init__(self, message: str, code: str = "ValidationError", status: int = 400) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = status
 
 
 @dataclasses.dataclass
@@ -172,7 +173,7 @@ class StackUpdates:
                 raise Refused(
                     f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated."
                 )
-            template = _template(stack, form, account_id, region)
+            template = requested_template(stack, form, account_id, region)
             parameters = resolve_parameters(stack, template, parse_parameters(form))
             rollback = parse_rollback(form, self._rollback.get(stack.stack_id, Rollback()))
             if stack.template == template and live_parameters(stack) == parameters:
@@ -347,7 +348,8 @@ def find_stack(account_id: str, region: str, name_or_id: str) -> Stack:
         raise Refused(f"Stack [{name_or_id}] does not exist") from exc
 
 
-def _template(stack: Stack, form: Mapping[str, str], account_id: str, region: str) -> str:
+def requested_template(stack: Stack, form: Mapping[str, str], account_id: str, region: str) -> str:
+    """The template an UpdateStack or CreateChangeSet names: the stack's, a body or a URL."""
     if form.get("UsePreviousTemplate") == "true":
         return str(stack.template)
     if "TemplateBody" in form:
@@ -398,11 +400,26 @@ def alarm_state(arn: str) -> str | None:
 
 def parse_parameters(form: Mapping[str, str]) -> list[dict[str, str]]:
     """`Parameters.member.N.Field` form fields as a list of {Field: value}, in N order."""
+    return parse_members(form, "Parameters")
+
+
+def parse_members(form: Mapping[str, str], name: str) -> list[dict[str, str]]:
+    """`NAME.member.N.Field` form fields (a list of structures) as {Field: value}s."""
     members: dict[int, dict[str, str]] = {}
     for key, value in form.items():
         parts = key.split(".")
-        if len(parts) == 4 and parts[0] == "Parameters" and parts[1] == "member":
+        if len(parts) == 4 and parts[0] == name and parts[1] == "member":
             members.setdefault(int(parts[2]), {})[parts[3]] = value
+    return [members[n] for n in sorted(members)]
+
+
+def parse_list(form: Mapping[str, str], name: str) -> list[str]:
+    """`NAME.member.N` form fields (a list of strings), in N order."""
+    members: dict[int, str] = {}
+    for key, value in form.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == name and parts[1] == "member":
+            members[int(parts[2])] = value
     return [members[n] for n in sorted(members)]
 
 

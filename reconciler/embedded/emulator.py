@@ -8,6 +8,8 @@ Rules of this file:
 - Nothing here sleeps on a timer: waits poll a condition against a deadline.
 - IAM is enforced only after `enforce_iam()`, and only until `stop()`: moto's switch is a
   module global, so stop() puts it back for whatever runs next in the process.
+- Change sets are the emulator's own (`changesets.py`): `start()` forgets them with moto's
+  state, and a stack deleted through `delete_stack` takes its change sets with it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from reconciler.embedded import cfn, faults, wsgi
+from reconciler.embedded import cfn, changesets, faults, wsgi
 
 TEMPLATE = "biglearn-stack.json"
 _CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -62,14 +64,24 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int | None = None,
+        change_set_seconds: float = 0.0,
+        change_set_page_size: int = 100,
     ) -> None:
         self.region = region
         self.update_seconds = update_seconds  # how long an update stays *_IN_PROGRESS
+        # How long a change set takes to create (CREATE_PENDING, then CREATE_IN_PROGRESS):
+        # 0 completes it at once; more makes a caller show that it polls.
+        self.change_set_seconds = change_set_seconds
+        # Changes per DescribeChangeSet page (AWS publishes none): small to test paging.
+        self.change_set_page_size = change_set_page_size
         self.account_id = DEFAULT_ACCOUNT_ID
         self.faults = faults.Faults(seed)
         self._host, self._port = host, port
         self._stopping = threading.Event()
         self.updates = cfn.StackUpdates(lambda: self.update_seconds, self._stopping)
+        self._change_sets = changesets.ChangeSets(
+            lambda: self.change_set_seconds, lambda: self.change_set_page_size
+        )
         self._clients: dict[tuple[str, int, str], Any] = {}
         self._clients_lock = threading.Lock()
         self._server: BaseWSGIServer | None = None
@@ -83,7 +95,11 @@ class Emulator:
     def start(self) -> Emulator:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         app = wsgi.Middleware(
-            DomainDispatcherApplication(create_backend_app), self.updates, self.faults, self.region
+            DomainDispatcherApplication(create_backend_app),
+            self.updates,
+            self.faults,
+            self.region,
+            self._change_sets,
         )
         self._app = app
         self._stopping.clear()
@@ -127,7 +143,9 @@ class Emulator:
         emulator's own clients (and so a MigrationWorker built after this call) switch to
         the keys of `ADMIN_USER`, made here with every right, so only the callers under test
         are limited. Returns those keys. moto checks the calls it answers; the WSGI layer
-        checks UpdateStack, CancelUpdateStack and ContinueUpdateRollback the same way.
+        checks UpdateStack, CancelUpdateStack, ContinueUpdateRollback and the change-set
+        calls (CreateChangeSet, DescribeChangeSet, DeleteChangeSet, ListChangeSets,
+        GetTemplate) the same way, on the stack's ARN.
         """
         iam = self.client("iam")
         iam.create_user(UserName=ADMIN_USER)
@@ -179,6 +197,7 @@ class Emulator:
     def _reset_moto(self) -> None:
         with self.updates.lock:
             moto_api_backend.reset()
+            self._change_sets.clear()
 
     # --- clients and helpers ----------------------------------------------------------
 
@@ -224,7 +243,8 @@ class Emulator:
     def create_stack(
         self, stack_name: str, parameters: Mapping[str, str], template: str | None = None
     ) -> str:
-        """Create a stack (the shipped template by default); its id, once CREATE_COMPLETE."""
+        """Create a stack, from the shipped template or any other body (JSON or YAML); its
+        id, once CREATE_COMPLETE."""
         answer = self.client("cloudformation").create_stack(
             StackName=stack_name,
             TemplateBody=template if template is not None else template_body(),
@@ -239,11 +259,20 @@ class Emulator:
             self.updates.forget(stack)
             cloudformation_backends[self.account_id][self.region].delete_stack(stack.stack_id)
 
+    def change_sets(self, stack_name: str) -> list[str]:
+        """Names of the stack's change sets that exist (any status), oldest first."""
+        with self.updates.lock:
+            return self._change_sets.names(self._stack(stack_name))
+
     # --- fault injection and test controls --------------------------------------------
 
     def fail_next_update(self, stack_name: str, reason: str = cfn.DEFAULT_FAILURE) -> None:
         """The stack's next update rolls back, with `reason` on UPDATE_ROLLBACK_IN_PROGRESS."""
         self.updates.fail_next(stack_name, reason)
+
+    def set_change_set_seconds(self, seconds: float) -> None:
+        """Change sets created from now on take `seconds` to complete (0: at once)."""
+        self.change_set_seconds = seconds
 
     def set_stack_status(self, stack_name: str, status: str, reason: str | None = None) -> None:
         """Force a status (e.g. UPDATE_ROLLBACK_FAILED); stops an update in progress."""

@@ -1,11 +1,16 @@
-"""The WSGI layer in front of moto's server: faults first, then UpdateStack, then moto.
+"""The WSGI layer in front of moto's server: faults first, then our CloudFormation, then moto.
 
 Rules of this file:
 - The service and action of a request are read the way moto's dispatcher reads them (the
   SigV4 credential scope; the form's `Action` or the `X-Amz-Target` header), never guessed
   from the URL alone.
-- UpdateStack, CancelUpdateStack and ContinueUpdateRollback go to the update layer, after
-  the IAM check moto would have made (moto never sees them, so it cannot make it).
+- UpdateStack, CancelUpdateStack and ContinueUpdateRollback go to the update layer, and the
+  change-set calls (CreateChangeSet, DescribeChangeSet, DeleteChangeSet, ListChangeSets,
+  ExecuteChangeSet, GetTemplate) to the change-set layer, each after the IAM check moto
+  would have made (moto never sees them, so it cannot make it): `cloudformation:<Action>`
+  on the stack's ARN.
+- Change-set answers are rendered by moto's own serializer from botocore's model of the
+  operation, so every field has the shape and type the SDKs parse.
 - Errors are rendered in the protocol the client's SDK parses for that service, so boto3
   raises the same `ClientError` (code, message, HTTP status) that AWS would cause.
 - Every request runs under the update layer's lock and its body is read inside it: moto's
@@ -37,12 +42,14 @@ from moto.cloudformation.models import cloudformation_backends
 from moto.core.authorization import ActionAuthenticatorMixin, disable_iam_authentication
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.core.request import Request
+from moto.core.serialize import QuerySerializer, SerializationContext
+from moto.core.utils import get_service_model
 from moto.iam.access_control import IAMRequest
 from moto.iam.models import get_account_id_from
 from moto.utilities.utils import get_partition
 from werkzeug.exceptions import HTTPException
 
-from reconciler.embedded import cfn, faults
+from reconciler.embedded import cfn, changesets, faults
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -52,17 +59,33 @@ _SCOPE_RE = re.compile(r"Credential=([^/]+)/\d{8}/([^/]+)/([^/]+)/")
 _QUERY_SERVICES = frozenset({"cloudformation", "autoscaling", "elasticloadbalancing", "sts", "iam"})
 CLOUDWATCH = "monitoring"  # CloudWatch's name in the SigV4 credential scope
 _OURS = frozenset({"UpdateStack", "CancelUpdateStack", "ContinueUpdateRollback"})
+_CHANGE_SETS = frozenset(
+    {
+        "CreateChangeSet",
+        "DescribeChangeSet",
+        "DeleteChangeSet",
+        "ListChangeSets",
+        "ExecuteChangeSet",
+        "GetTemplate",
+    }
+)
 _CFN_NS = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
 
 
 class Middleware:
-    """Wraps moto's WSGI app: injects faults and answers CloudFormation's UpdateStack."""
+    """Wraps moto's WSGI app: injects faults, answers UpdateStack and the change sets."""
 
     def __init__(
-        self, app: WsgiApp, updates: cfn.StackUpdates, injected: faults.Faults, region: str
+        self,
+        app: WsgiApp,
+        updates: cfn.StackUpdates,
+        injected: faults.Faults,
+        region: str,
+        change_sets: changesets.ChangeSets,
     ) -> None:
         self._app = app
         self._updates = updates
+        self._change_sets = change_sets
         self._faults = injected
         self._region = region
         # Every request by (service, action), faults included: what a tool really cost AWS,
@@ -84,6 +107,10 @@ class Middleware:
         with self._updates.lock:
             if service == "cloudformation" and action in _OURS:
                 return self._ours(environ, start_response, action, access_key, region, body)
+            if service == "cloudformation" and action in _CHANGE_SETS:
+                return self._change_set_call(
+                    environ, start_response, action, access_key, region, body
+                )
             if service == CLOUDWATCH:
                 return self._cloudwatch(environ, start_response, action, access_key, body)
             # Materialize moto's answer while holding the lock: its iterable may be lazy.
@@ -131,14 +158,10 @@ class Middleware:
         """The CloudFormation calls the update layer answers instead of moto."""
         form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         account = _account(access_key)
-        try:
-            _Caller(environ, account, action, form, body).authorize(
-                _stack_arn(account, region, form.get("StackName", ""))
-            )
-        except HTTPException as exc:  # moto's SignatureDoesNotMatch, AccessDenied, ...
-            code = str(getattr(exc, "error_type", "AccessDenied"))
-            message = str(getattr(exc, "message", exc.description))
-            return _error(start_response, "cloudformation", exc.code or 403, code, message)
+        resource = _stack_arn(account, region, form.get("StackName", ""))
+        refusal = _refusal(environ, start_response, action, account, form, body, resource)
+        if refusal is not None:
+            return refusal
         result = ""
         try:
             if action == "UpdateStack":
@@ -149,13 +172,79 @@ class Middleware:
             else:
                 self._updates.continue_rollback(account, region, form)
         except cfn.Refused as exc:
-            return _error(start_response, "cloudformation", 400, exc.code, exc.message)
+            return _error(start_response, "cloudformation", exc.status, exc.code, exc.message)
         xml = (
             f'<{action}Response xmlns="{_CFN_NS}"><{action}Result>{result}</{action}Result>'
             f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
             f"</{action}Response>"
         )
         return _respond(start_response, 200, "text/xml", xml.encode())
+
+    def _change_set_call(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        action: str,
+        access_key: str,
+        region: str,
+        body: bytes,
+    ) -> Iterable[bytes]:
+        """The change-set calls, answered by the change-set layer in AWS's shapes."""
+        form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        account = _account(access_key)
+        resource = self._change_sets.stack_arn(form) or _stack_arn(
+            account, region, form.get("StackName") or "*"
+        )
+        refusal = _refusal(environ, start_response, action, account, form, body, resource)
+        if refusal is not None:
+            return refusal
+        calls: dict[str, Callable[[str, str, dict[str, str]], Any]] = {
+            "CreateChangeSet": self._change_sets.create,
+            "DescribeChangeSet": self._change_sets.describe,
+            "DeleteChangeSet": self._change_sets.delete,
+            "ListChangeSets": self._change_sets.listed,
+            "GetTemplate": self._change_sets.template_of,
+        }
+        try:
+            if action not in calls:
+                raise cfn.Refused(
+                    f"{action} is not emulated: the embedded emulator computes change sets to "
+                    "be read; send UpdateStack with the same template and parameters"
+                )
+            result = calls[action](account, region, form)
+        except cfn.Refused as exc:
+            return _error(start_response, "cloudformation", exc.status, exc.code, exc.message)
+        return _serialized(start_response, action, result or {})
+
+
+def _refusal(
+    environ: Environ,
+    start_response: StartResponse,
+    action: str,
+    account: str,
+    form: dict[str, str],
+    body: bytes,
+    resource: str,
+) -> Iterable[bytes] | None:
+    """moto's IAM check of one of our CloudFormation calls: its error answer, or None."""
+    try:
+        _Caller(environ, account, action, form, body).authorize(resource)
+    except HTTPException as exc:  # moto's SignatureDoesNotMatch, AccessDenied, ...
+        code = str(getattr(exc, "error_type", "AccessDenied"))
+        message = str(getattr(exc, "message", exc.description))
+        return _error(start_response, "cloudformation", exc.code or 403, code, message)
+    return None
+
+
+def _serialized(start_response: StartResponse, action: str, result: Any) -> Iterable[bytes]:
+    """A CloudFormation answer as AWS renders it (query protocol XML)."""
+    operation = get_service_model("cloudformation").operation_model(action)
+    context = SerializationContext(request_id=str(uuid.uuid4()))
+    answer = QuerySerializer(operation, context).serialize(result)
+    text = answer["body"]
+    return _respond(
+        start_response, 200, "text/xml", text.encode() if isinstance(text, str) else text
+    )
 
 
 class _Caller(ActionAuthenticatorMixin):
@@ -283,7 +372,13 @@ def _error(
 def _respond(
     start_response: StartResponse, status: int, content_type: str, body: bytes
 ) -> Iterable[bytes]:
-    reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error"}
+    reasons = {
+        200: "OK",
+        400: "Bad Request",
+        403: "Forbidden",
+        404: "Not Found",
+        500: "Internal Server Error",
+    }
     reason = reasons.get(status, "Error")
     start_response(
         f"{status} {reason}",
