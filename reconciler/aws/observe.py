@@ -226,7 +226,13 @@ def api_group_name(resources: Resources, sp: spec.Spec) -> str | Problem:
 
 def resources(cfn: CloudFormationClient, stack_name: str) -> Resources:
     """Logical id -> (type, physical id); one call unless the stack is very large."""
-    found = cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+    # AWS names every resource; moto 5 answers a replaced EC2 instance without its names,
+    # and what has no logical id is nothing a spec could name.
+    found = [
+        r
+        for r in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+        if "LogicalResourceId" in r
+    ]
     pairs: Iterable[tuple[str, str, str]] = (
         (r["LogicalResourceId"], r["ResourceType"], r.get("PhysicalResourceId", "")) for r in found
     )
