@@ -23,6 +23,7 @@ from moto import mock_aws
 
 from reconciler import spec
 from reconciler.aws.clients import Clients
+from tests.integration.emulated import World, world_of
 
 REGION = "us-east-1"
 SHIPPED_TEMPLATE = Path(__file__).parents[2] / "reconciler" / "templates" / "biglearn-stack.json"
@@ -154,3 +155,9 @@ def requests() -> list[tuple[str, str, str]]:
 @pytest.fixture
 def clients(aws: None, requests: list[tuple[str, str, str]]) -> Clients:
     return Clients(on_request=lambda *call: requests.append(call), max_attempts=2)
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """An Engine against the embedded emulator (tests/integration/emulated.py)."""
+    yield from world_of(tmp_path, monkeypatch)

@@ -12,7 +12,7 @@ from typing import Any
 from reconciler.embedded.emulator import template_body
 from reconciler.model import Phase
 from reconciler.reasons import Reason
-from tests.integration.test_drift_emulated import World, make_stacks, world  # noqa: F401, F811
+from tests.integration.emulated import World, make_stacks
 
 STACKS = ("GuardA", "GuardB", "GuardC")
 CREATE = ("cloudformation", "CreateChangeSet")
