@@ -588,3 +588,49 @@ def test_plan_shows_drift_in_text_json_and_markdown() -> None:
     markdown = cli._render_plan([row, clean], [], [], "markdown")
     assert "`api` drift: Asg1.desiredCapacity: expected 1, live 3" in markdown
     assert "`web` drift" not in markdown
+
+
+def test_plan_shows_the_guards_verdict_in_text_json_and_markdown() -> None:
+    base = {
+        "name": "api", "stackName": "S1", "revision": "r", "desiredImage": "ami-2",
+        "liveImage": "ami-1", "stackStatus": "UPDATE_COMPLETE", "phase": "UpdatingApi",
+        "next": "switch", "update": {"LcImageId": "ami-2"}, "updateKind": "switch",
+        "drift": [], "fleet": None, "step": None,
+    }  # fmt: skip
+    refused = {
+        **base,
+        "guard": {
+            "verdict": "refused",
+            "replaced": ["Box (AWS::EC2::Instance): Modify, replacement True"],
+            "refused": ["Box (AWS::EC2::Instance): Modify, replacement True"],
+        },
+    }
+    unknown = {
+        **base,
+        "name": "web",
+        "guard": {"verdict": "unknown", "replaced": [], "refused": []},
+    }
+    allowed = {
+        **base,
+        "name": "db",
+        "guard": {"verdict": "allowed", "replaced": [], "refused": []},
+    }
+    text = cli._render_plan([refused, unknown, allowed], [], [], "text").splitlines()
+    assert (
+        "  guard: REFUSED, would replace or remove "
+        "Box (AWS::EC2::Instance): Modify, replacement True" in text
+    )
+    assert "  guard: verdict not known yet; `plan --change-set` makes one" in text
+    assert "  guard: allowed, replaces nothing" in text
+    assert (
+        json.loads(cli._render_plan([refused], [], [], "json"))["stacks"][0]["guard"]
+        == (refused["guard"])
+    )
+    markdown = cli._render_plan([refused], [], [], "markdown")
+    assert "<br>guard: REFUSED, would replace or remove Box" in markdown
+
+
+def test_plan_change_set_is_a_flag_of_plan_only() -> None:
+    args = cli.build_parser().parse_args(["plan", "--change-set"])
+    assert args.change_set is True
+    assert cli.build_parser().parse_args(["plan"]).change_set is False
