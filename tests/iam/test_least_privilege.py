@@ -62,7 +62,17 @@ NOT_ENFORCED_BY_MOTO = frozenset(
 )
 BACKOFF = planner.Policy(dt.timedelta(seconds=30), dt.timedelta(minutes=8))
 # Actions whose check in the emulator sees the real resource ARN (see the module docstring).
-RESOURCE_CHECKED = frozenset({"cloudformation:UpdateStack", "s3:GetObject", "sts:AssumeRole"})
+RESOURCE_CHECKED = frozenset(
+    {
+        "cloudformation:UpdateStack",
+        # The emulator authorises the change-set calls on the stack's ARN, as UpdateStack.
+        "cloudformation:CreateChangeSet",
+        "cloudformation:DescribeChangeSet",
+        "cloudformation:DeleteChangeSet",
+        "s3:GetObject",
+        "sts:AssumeRole",
+    }
+)
 
 
 # --- the policy under test --------------------------------------------------------------
@@ -237,15 +247,19 @@ def world(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[W
 
 
 def drive(
-    w: World, eng: engine.Engine, done: Callable[[engine.StepResult], bool], steps: int = 60
+    w: World,
+    eng: engine.Engine,
+    done: Callable[[engine.StepResult], bool],
+    steps: int = 60,
+    **rollout: Any,
 ) -> engine.StepResult:
     """Step until `done(result)`, letting each update settle in between; the last result."""
-    result = eng.step(loaded_spec(w.new))
+    result = eng.step(loaded_spec(w.new, **rollout))
     for _ in range(steps):
         if done(result):
             return result
         w.emulator.wait_settled(STACK)
-        result = eng.step(loaded_spec(w.new))
+        result = eng.step(loaded_spec(w.new, **rollout))
     raise AssertionError(f"not done after {steps} steps: {result}")
 
 
@@ -347,9 +361,27 @@ def test_update_stack_on_a_stack_outside_the_policy_prefix_is_refused(world: Wor
     other = json.loads(json.dumps(shipped_policy()).replace("STACK_NAME_PREFIX", "other-"))
     w.daemon_user(other)
     w.emulator.enforce_iam()
-    result = drive(w, w.engine(), lambda r: "AccessDenied" in f"{r.message} {r.error}")
+    denied = lambda r: "AccessDenied" in f"{r.message} {r.error}"  # noqa: E731
+    result = drive(w, w.engine(), denied, guard="off")
     assert result.phase == Phase.FAILED
     assert w.errors() - {("s3", "GetObject")} == {("cloudformation", "UpdateStack")}
+
+
+def test_the_change_set_calls_are_authorised_on_the_stacks_arn_too(world: World) -> None:
+    """With the guard on (the default), the policy for another prefix refuses the guard's
+    template read and change set first: nothing is sent, and the step says AccessDenied."""
+    w = world
+    other = json.loads(json.dumps(shipped_policy()).replace("STACK_NAME_PREFIX", "other-"))
+    w.daemon_user(other)
+    w.emulator.enforce_iam()
+    result = drive(w, w.engine(), lambda r: "AccessDenied" in f"{r.message} {r.error}")
+    assert result.sent is None and w.live()["MigrationLcImageId"] == w.old
+    refused = w.errors() - {("s3", "GetObject")}
+    assert refused and refused <= {
+        ("cloudformation", "GetTemplate"),
+        ("cloudformation", "CreateChangeSet"),
+    }
+    assert not any(op == "UpdateStack" for _, op, _ in w.requests)
 
 
 def test_without_s3_get_object_the_migration_gate_reports_access_denied(world: World) -> None:
