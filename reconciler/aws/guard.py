@@ -158,10 +158,16 @@ class Guard:
         self, sp: spec.Spec, update: model.StackUpdate, view: model.StackView
     ) -> Verdict | None:
         """The verdict if it is known; never creates a change set (`plan`)."""
+        template, key, changes = self._lookup(sp, update, view)
+        return None if changes is None else _judge(sp, template, changes)
+
+    def _lookup(
+        self, sp: spec.Spec, update: model.StackUpdate, view: model.StackView
+    ) -> tuple[Template, Key, tuple[model.ResourceChange, ...] | None]:
+        """The stack's template, the update's key, and the changes known under it."""
         template = self._template(sp, view)
         key = _key(template, update, view)
-        changes = self._known(key)
-        return None if changes is None else _judge(sp, template, changes)
+        return template, key, self._known(key)
 
     def _known(self, key: Key) -> tuple[model.ResourceChange, ...] | None:
         with self._lock:
@@ -184,9 +190,7 @@ class Guard:
         self, sp: spec.Spec, update: model.StackUpdate, view: model.StackView
     ) -> Verdict | Checking:
         """The verdict on `update`, or Checking while its change set is being made."""
-        template = self._template(sp, view)
-        key = _key(template, update, view)
-        changes = self._known(key)
+        template, key, changes = self._lookup(sp, update, view)
         with self._lock:
             probe = self._probes.get(key)
             now = self._clock()
