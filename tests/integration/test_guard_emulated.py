@@ -133,3 +133,27 @@ def test_guard_off_sends_without_a_change_set(world: World) -> None:
     world.add("Boxed", image=world.new, rollout={"verifyHealth": False, "guard": "off"})
     drive(world, lambda: in_sync(world, world.new))
     assert change_sets_made(world) == 0
+
+
+def test_plan_knows_no_verdict_until_a_change_set_is_asked_for_and_then_keeps_it(
+    world: World,
+) -> None:
+    """`plan` (Engine.preview, Engine.verdict) creates nothing; `plan --change-set` makes one
+    change set for the unknown verdict, deletes it, and the verdict is known from then on."""
+    world.emulator.create_stack(
+        "Boxed",
+        {"EnvName": "boxed", "LcImageId": world.old, "MigrationLcImageId": world.old},
+        template=with_box(),
+    )
+    world.add("Boxed", image=world.new)
+    loaded = world.specs["Boxed"]
+    observed, decision = world.eng.preview(loaded)
+    assert decision.update is not None and decision.update.guarded and observed.stack
+    sp = loaded.deployment.spec
+    assert world.eng.verdict(sp, decision.update, observed.stack, make=False) is None
+    assert change_sets_made(world) == 0
+    made = world.eng.verdict(sp, decision.update, observed.stack, make=True)
+    assert not isinstance(made, str) and made is not None and made.ok  # phase 1: no Box
+    assert change_sets_made(world) == 1 and world.emulator.change_sets("Boxed") == []
+    again = world.eng.verdict(sp, decision.update, observed.stack, make=True)
+    assert again == made and change_sets_made(world) == 1
