@@ -158,7 +158,7 @@ class Guard:
         self, sp: spec.Spec, update: model.StackUpdate, view: model.StackView
     ) -> Verdict | None:
         """The verdict if it is known; never creates a change set (`plan`)."""
-        template, key, changes = self._lookup(sp, update, view)
+        template, _, changes = self._lookup(sp, update, view)
         return None if changes is None else _judge(sp, template, changes)
 
     def _lookup(
