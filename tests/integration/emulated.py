@@ -88,6 +88,24 @@ class World:
             self.clock.advance(INTERVAL)
             self.step_all()
 
+    def new_launch_template_version(self, stack: str) -> tuple[dict[str, Any], int]:
+        """By hand, outside CloudFormation: a new version of the API group's launch template,
+        and the group switched to it. The group's launch template before, and the version."""
+        asg, ec2 = self.emulator.client("autoscaling"), self.emulator.client("ec2")
+        name = self.group(stack)
+        (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
+            "AutoScalingGroups"
+        ]
+        template: dict[str, Any] = group["LaunchTemplate"]
+        made: int = ec2.create_launch_template_version(
+            LaunchTemplateId=template["LaunchTemplateId"], LaunchTemplateData={"ImageId": self.new}
+        )["LaunchTemplateVersion"]["VersionNumber"]
+        asg.update_auto_scaling_group(
+            AutoScalingGroupName=name,
+            LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": str(made)},
+        )
+        return template, made
+
     def group(self, stack: str, logical: str = "Asg1") -> str:
         """The group's physical name, found by CloudFormation's tags as AWS sets them."""
         asg = self.emulator.client("autoscaling")

@@ -100,18 +100,7 @@ def test_a_launch_template_version_changed_by_hand_is_drift_against_the_stacks(
     for i in range(4):
         world.add(f"Lt{i}")
     settle(world)
-    asg, ec2 = world.emulator.client("autoscaling"), world.emulator.client("ec2")
-    name = world.group("Lt0")
-    template = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][
-        0
-    ]["LaunchTemplate"]
-    made = ec2.create_launch_template_version(
-        LaunchTemplateId=template["LaunchTemplateId"], LaunchTemplateData={"ImageId": world.new}
-    )["LaunchTemplateVersion"]["VersionNumber"]
-    asg.update_auto_scaling_group(
-        AutoScalingGroupName=name,
-        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": str(made)},
-    )
+    template, made = world.new_launch_template_version("Lt0")
     world.passes(1)
     lt = template["LaunchTemplateId"]
     assert world.drift("Lt0") == [
@@ -288,19 +277,9 @@ def test_plan_judges_capacity_and_processes_in_one_look_never_launch_templates(
     template changed by hand is its first look's baseline (decision 0014)."""
     make_stacks(world, "Planned")
     world.add("Planned")
-    asg, ec2 = world.emulator.client("autoscaling"), world.emulator.client("ec2")
-    name = world.group("Planned")
-    asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=2)
-    template = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][
-        0
-    ]["LaunchTemplate"]
-    made = ec2.create_launch_template_version(
-        LaunchTemplateId=template["LaunchTemplateId"], LaunchTemplateData={"ImageId": world.new}
-    )["LaunchTemplateVersion"]["VersionNumber"]
-    asg.update_auto_scaling_group(
-        AutoScalingGroupName=name,
-        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": str(made)},
-    )
+    asg = world.emulator.client("autoscaling")
+    asg.set_desired_capacity(AutoScalingGroupName=world.group("Planned"), DesiredCapacity=2)
+    world.new_launch_template_version("Planned")
     planner_engine = engine.Engine(world.eng.clients, world.store, Metrics())
 
     observed, decision = planner_engine.preview(world.specs["Planned"])
