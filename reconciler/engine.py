@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
 from reconciler import aws, catalog, model, planner, reasons, spec, transitions, waves
 from reconciler.aws.batch import NotYet
@@ -221,7 +220,7 @@ class Engine:
             with _about(loaded):
                 result = self._step(status, loaded)
             return result
-        except (ClientError, BotoCoreError) as exc:
+        except aws.ERRORS as exc:
             result = self._errored(status, f"AWS: {exc}")
             return result
         finally:
@@ -495,14 +494,14 @@ class Engine:
             if known is not None or not make:
                 return known  # a fleet sharing a template makes one change set, not one each
             return self.guard.check_now(sp, update, view, CHANGE_SET_TIMEOUT)
-        except (ClientError, BotoCoreError, ChangeSetFailed) as exc:
+        except (*aws.ERRORS, ChangeSetFailed) as exc:
             return str(exc)
 
     def _warm_guard(self, sp: spec.Spec, view: model.StackView) -> None:
         """The template, read while idle; a failure to read it shows when a rollout needs it."""
         try:
             self.guard.warm(sp, view)
-        except (ClientError, BotoCoreError) as exc:
+        except aws.ERRORS as exc:
             self._log.debug("template not read while idle", error=str(exc))
 
     def _scale(self, loaded: catalog.LoadedSpec, change: model.ScalingChange) -> str | None:
@@ -511,7 +510,7 @@ class Engine:
         try:
             aws.set_scaling(self.clients, loaded.deployment.spec, change)
             self.fleet.touched(loaded.deployment.spec)
-        except (ClientError, BotoCoreError) as exc:
+        except aws.ERRORS as exc:
             return f"AWS: {change.action} scaling processes: {exc}"
         return None
 
@@ -530,7 +529,7 @@ class Engine:
             self.fleet.touched(loaded.deployment.spec)  # refused, but it may have been busy
             self.metrics.stack_update(name, kind, "error")
             return None, self._refused(loaded, decision, exc, now), str(exc)
-        except (ClientError, BotoCoreError) as exc:
+        except aws.ERRORS as exc:
             # Throttled past retries or the endpoint is down: the pending record stays and
             # the next step finds the update either applied or never sent.
             self.fleet.touched(loaded.deployment.spec)

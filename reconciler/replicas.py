@@ -17,7 +17,6 @@ import os
 from typing import TYPE_CHECKING, cast
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
 from reconciler import aws, catalog, engine, settings
 from reconciler.store import DynamoStore, Lease, LeaseLost, StateStore, Store
@@ -73,7 +72,7 @@ class Replicas:
         name = loaded.deployment.name
         try:
             self.lease.acquire(name)
-        except (ClientError, BotoCoreError) as exc:
+        except aws.ERRORS as exc:
             # Cannot tell who holds it: act only on what we still safely hold.
             self.log.warning("lease table unreachable", name=name, error=str(exc))
         if self.lease.held(name) is not None:
@@ -98,7 +97,7 @@ class Replicas:
         for name in self.lease.names():
             try:
                 renewed = self.lease.renew(name)
-            except (ClientError, BotoCoreError) as exc:
+            except aws.ERRORS as exc:
                 self.log.warning("lease renewal failed", name=name, error=str(exc))
                 continue  # held() stops acting at the margin if this keeps failing
             if not renewed:
@@ -111,5 +110,5 @@ class Replicas:
         for name in self.lease.names():
             try:
                 self.lease.release(name)
-            except (ClientError, BotoCoreError) as exc:
+            except aws.ERRORS as exc:
                 self.log.warning("lease release failed; it will expire", name=name, error=str(exc))

@@ -37,7 +37,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from reconciler.embedded import cfn, changesets, faults, wsgi
+from reconciler.embedded import cfn, changesets, faults, paging, wsgi
 
 TEMPLATE = "biglearn-stack.json"
 _CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -94,6 +94,7 @@ class Emulator:
 
     def start(self) -> Emulator:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        paging.install()
         app = wsgi.Middleware(
             DomainDispatcherApplication(create_backend_app),
             self.updates,

@@ -28,6 +28,9 @@ class Fault:
 
 
 THROTTLING = Fault(400, "Throttling", "Rate exceeded")
+# What a crashed front end answers (werkzeug's page, as moto's server sends on an exception):
+# botocore parses only bodies starting `<html>` as generic, so this one raises its parser error.
+HTML_PAGE = Fault(500, "", "<!doctype html>\n<html lang=en>\n<title>500 Internal Error</title>")
 INTERNAL = Fault(500, "InternalFailure", "We encountered an internal error. Please try again.")
 
 
@@ -65,6 +68,15 @@ class Faults:
     ) -> None:
         """Answer HTTP 500 `InternalFailure` on `fraction` of the service's calls."""
         self.add(INTERNAL, fraction, service, actions)
+
+    def html_pages(
+        self,
+        fraction: float,
+        service: str = "cloudformation",
+        actions: set[str] | None = None,
+    ) -> None:
+        """Answer `fraction` of the service's calls with a 500 HTML page botocore cannot parse."""
+        self.add(HTML_PAGE, fraction, service, actions)
 
     def stall(
         self,

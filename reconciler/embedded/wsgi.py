@@ -102,6 +102,8 @@ class Middleware:
         fault = self._faults.decide(service, action)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)  # outside the update lock: only this request hangs
+        if fault is not None and fault.status and not fault.code:
+            return _respond(start_response, fault.status, "text/html", fault.message.encode())
         if fault is not None and fault.status:
             return _error(start_response, service, fault.status, fault.code, fault.message)
         with self._updates.lock:

@@ -226,3 +226,30 @@ def test_no_migration_runs_while_the_group_is_empty(emulator: Emulator, stack: s
     assert worker.runs == ()
     listing = emulator.client("s3").list_objects_v2(Bucket="deploy-status")
     assert listing.get("KeyCount", 0) == 0
+
+
+def test_group_paging_goes_on_when_the_group_named_by_the_token_is_gone(
+    emulator: Emulator,
+) -> None:
+    """moto resumed at the token group's index and answered 500 once that group was
+    replaced between pages; the fleet crash sweep met it when a switch landed mid-read."""
+    asg = emulator.client("autoscaling", attempts=1)
+    ec2 = emulator.client("ec2", attempts=1)
+    image = emulator.register_image("paging")
+    template = ec2.create_launch_template(
+        LaunchTemplateName="paging", LaunchTemplateData={"ImageId": image}
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    for name in ("g-a", "g-b", "g-c", "g-d"):
+        asg.create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+            MinSize=0,
+            MaxSize=1,
+            AvailabilityZones=[f"{emulator.region}a"],
+        )
+    first = asg.describe_auto_scaling_groups(MaxRecords=2)
+    assert [g["AutoScalingGroupName"] for g in first["AutoScalingGroups"]] == ["g-a", "g-b"]
+    asg.delete_auto_scaling_group(AutoScalingGroupName="g-b", ForceDelete=True)
+    rest = asg.describe_auto_scaling_groups(MaxRecords=2, NextToken=first["NextToken"])
+    assert [g["AutoScalingGroupName"] for g in rest["AutoScalingGroups"]] == ["g-c", "g-d"]
+    assert "NextToken" not in rest

@@ -101,6 +101,22 @@ def test_a_cloudformation_outage_errors_each_step_once_and_recovers(
     assert recovered.phase == Phase.IN_SYNC and recovered.error is None
 
 
+def test_an_html_error_page_errors_the_step_and_the_next_step_recovers(
+    fault_world: FaultWorld,
+) -> None:
+    """A proxy's HTML page where AWS's XML was due: botocore raises a parser error that is
+    no BotoCoreError; the step reports it as an AWS error instead of raising it."""
+    w = fault_world
+    assert w.step(w.old).phase == Phase.IN_SYNC
+    w.emulator.faults.html_pages(1.0)
+    result = w.step(w.old)
+    assert result.error and "Unable to parse response" in result.error
+    assert result.phase == Phase.IN_SYNC
+    assert w.sample("reconciler_reconcile_total", name=NAME, result="error") == 1
+    w.emulator.faults.clear()
+    assert w.step(w.old).error is None
+
+
 def test_an_endpoint_that_stops_answering_times_out_within_the_read_timeout(
     fault_world: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
