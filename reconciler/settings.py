@@ -420,6 +420,71 @@ class SchedulingSettings:
     this the daemon exits anyway (keep it under the orchestrator's kill grace period)."""
 
 
+def _forge_repo(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+", text):
+        raise ValueError("wants OWNER/NAME, the repository of the specs on the forge")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSettings:
+    image_interval: dt.timedelta = dataclasses.field(
+        default=dt.timedelta(minutes=5),
+        metadata=option(
+            name="image-interval",
+            parse=parse_duration,
+            commands=RUN,
+            help="how often to look for an image newer than a spec's (imagePolicy), e.g. 5m",
+        ),
+    )
+    """How often each `imagePolicy` is checked: one paged DescribeImages per policy,
+    account and region, shared by every spec with that policy. A baked image waits at most
+    this long for its bump branch; AWS charges nothing for the reads."""
+    forge: str = dataclasses.field(
+        default="none",
+        metadata=option(
+            name="forge",
+            parse=_choice("none", "github"),
+            commands=RUN,
+            help="none | github: open a pull request for each bump branch",
+        ),
+    )
+    """Where bump pull requests are opened; `none` pushes the branch only."""
+    forge_api_url: str = dataclasses.field(
+        default="https://api.github.com",
+        metadata=option(
+            name="forge-api-url",
+            parse=parse_http_url,
+            commands=RUN,
+            help="the forge's REST API (GitHub Enterprise: https://HOST/api/v3)",
+        ),
+    )
+    """GitHub's REST API; GitHub Enterprise Server serves it under /api/v3."""
+    forge_repo: str = dataclasses.field(
+        default="",
+        metadata=option(
+            name="forge-repo",
+            parse=_forge_repo,
+            commands=RUN,
+            help="OWNER/NAME of the specs repository on the forge (default: from --repo)",
+        ),
+    )
+    """The specs repository on the forge; empty: read from the `--repo` URL."""
+    forge_token: str = dataclasses.field(
+        default="",
+        repr=False,
+        metadata=option(
+            name="forge-token",
+            parse=parse_token,
+            commands=RUN,
+            flag=False,
+            help="token for the forge's API (RECONCILER_FORGE_TOKEN; never a flag)",
+        ),
+    )
+    """A token allowed to open and update pull requests; from the environment or a Secret,
+    never a flag (a flag shows in `ps`)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class HttpLimits:
     """How much one client may ask of the daemon's HTTP server."""
@@ -688,6 +753,7 @@ class Settings:
     git: GitSettings = GitSettings()
     aws: AwsSettings = AwsSettings()
     scheduling: SchedulingSettings = SchedulingSettings()
+    images: ImageSettings = ImageSettings()
     http: HttpSettings = HttpSettings()
     notify: NotifySettings = NotifySettings()
     replicas: ReplicaSettings = ReplicaSettings()

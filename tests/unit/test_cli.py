@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import catalog, cli, model, settings, spec, waves
+from reconciler import catalog, cli, model, plans, settings, spec, waves
 from reconciler.store import Store
 from tests.unit import test_catalog
 
@@ -551,7 +551,7 @@ def test_plan_shows_each_members_fleet_and_step_and_which_move_in_which_step() -
         )
         assert isinstance(parsed, spec.StackDeployment)
         loaded = catalog.LoadedSpec(parsed, f"{name}.yaml", "r", False)
-        return {**cli._fleet_and_step(loaded, fleets), "name": name, "liveImage": live,
+        return {**plans._fleet_and_step(loaded, fleets), "name": name, "liveImage": live,
                 "desiredImage": test_catalog.AMI_A}  # fmt: skip
 
     rows = [
@@ -564,12 +564,12 @@ def test_plan_shows_each_members_fleet_and_step_and_which_move_in_which_step() -
     assert [(r["fleet"], r["step"]) for r in rows] == [
         ("api", 1), ("api", 2), ("api", 2), ("api", 2), (None, None),
     ]  # fmt: skip
-    summary = cli._plan_fleets(rows, fleets)
-    assert [cli._fleet_line(f) for f in summary] == [
+    summary = plans.fleets(rows, fleets)
+    assert [plans._fleet_line(f) for f in summary] == [
         "fleet api: step 1 (canary): api-eu-1; step 2 (25%, max 1): api-eu-2, api-us-1"
     ]
     rows[0]["liveImage"] = rows[1]["liveImage"] = rows[2]["liveImage"] = test_catalog.AMI_A
-    assert cli._plan_fleets(rows, fleets) == []
+    assert plans.fleets(rows, fleets) == []
 
 
 def test_plan_shows_drift_in_text_json_and_markdown() -> None:
@@ -581,11 +581,11 @@ def test_plan_shows_drift_in_text_json_and_markdown() -> None:
         "fleet": None, "step": None,
     }  # fmt: skip
     clean = {**row, "name": "web", "drift": []}
-    text = cli._render_plan([row, clean], [], [], "text").splitlines()
+    text = plans.render([row, clean], [], [], "text").splitlines()
     assert "  drift: Asg1.desiredCapacity: expected 1, live 3" in text
     assert sum(1 for line in text if "drift" in line) == 1
-    assert json.loads(cli._render_plan([row], [], [], "json"))["stacks"][0]["drift"] == drift
-    markdown = cli._render_plan([row, clean], [], [], "markdown")
+    assert json.loads(plans.render([row], [], [], "json"))["stacks"][0]["drift"] == drift
+    markdown = plans.render([row, clean], [], [], "markdown")
     assert "`api` drift: Asg1.desiredCapacity: expected 1, live 3" in markdown
     assert "`web` drift" not in markdown
 
@@ -615,7 +615,7 @@ def test_plan_shows_the_guards_verdict_in_text_json_and_markdown() -> None:
         "name": "db",
         "guard": {"verdict": "allowed", "replaced": [], "refused": []},
     }
-    text = cli._render_plan([refused, unknown, allowed], [], [], "text").splitlines()
+    text = plans.render([refused, unknown, allowed], [], [], "text").splitlines()
     assert (
         "  guard: REFUSED, would replace or remove "
         "Box (AWS::EC2::Instance): Modify, replacement True" in text
@@ -623,10 +623,10 @@ def test_plan_shows_the_guards_verdict_in_text_json_and_markdown() -> None:
     assert "  guard: verdict not known yet; `plan --change-set` makes one" in text
     assert "  guard: allowed, replaces nothing" in text
     assert (
-        json.loads(cli._render_plan([refused], [], [], "json"))["stacks"][0]["guard"]
+        json.loads(plans.render([refused], [], [], "json"))["stacks"][0]["guard"]
         == (refused["guard"])
     )
-    markdown = cli._render_plan([refused], [], [], "markdown")
+    markdown = plans.render([refused], [], [], "markdown")
     assert "<br>guard: REFUSED, would replace or remove Box" in markdown
 
 
