@@ -57,7 +57,6 @@ NOT_ENFORCED_BY_MOTO = frozenset(
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
         "dynamodb:Query",
-        "dynamodb:Scan",
     }
 )
 BACKOFF = planner.Policy(dt.timedelta(seconds=30), dt.timedelta(minutes=8))
@@ -486,7 +485,6 @@ def probes(w: World) -> dict[str, Callable[[Callable[[str], Any]], Any]]:
             KeyConditionExpression="pk = :v",
             ExpressionAttributeValues={":v": {"S": "x"}},
         ),
-        "dynamodb:Scan": lambda c: c("dynamodb").scan(TableName=table),
         "sts:AssumeRole": lambda c: c("sts").assume_role(
             RoleArn=f"arn:aws:iam::{account}:role/biglearn-deployer", RoleSessionName="probe"
         ),
