@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import re
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -52,14 +53,14 @@ header{display:flex;flex-wrap:wrap;align-items:baseline;gap:.25rem 1rem;margin-b
 h1{font-size:1.3rem;margin:0}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
 a{color:var(--busy)}
 .muted,.none{color:var(--muted)}.small{font-size:.85rem}
-code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem;
-overflow-wrap:anywhere}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem}
 table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);
 border-radius:8px}
 th,td{text-align:left;vertical-align:top;padding:.45rem .6rem;border-bottom:1px solid var(--line)}
 th{font-size:.8rem;text-transform:uppercase;letter-spacing:.03em;color:var(--muted)}
 tr:last-child td{border-bottom:0}
-td{overflow-wrap:anywhere}
+td{overflow-wrap:break-word}
+tr.stack td:first-child a{font-weight:600;white-space:nowrap}
 .phase{display:inline-block;padding:.1rem .5rem;border-radius:999px;color:#fff;font-weight:600;
 font-size:.85rem;background:var(--muted);white-space:nowrap}
 .phase.ok{background:var(--ok)}.phase.busy{background:var(--busy)}
@@ -67,9 +68,11 @@ font-size:.85rem;background:var(--muted);white-space:nowrap}
 .phase.paused{background:var(--paused)}
 .warn{color:var(--bad);font-weight:600}
 progress{width:6rem;vertical-align:middle}
+td code{white-space:nowrap}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem;margin:0;padding:.8rem;
 background:var(--card);border:1px solid var(--line);border-radius:8px}
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
+.scroll{overflow-x:auto}
 ul.plain{margin:0;padding-left:1.1rem}
 @media (max-width:760px){
 body{padding:.6rem}
@@ -136,9 +139,11 @@ def stack_page(status: Mapping[str, Any], history: Sequence[Mapping[str, Any]], 
     body = [
         _header(name, '<a href="/">all stacks</a>', now, raw_subtitle=True),
         "<h2>Status</h2>",
-        _status_list(status),
+        _summary_list(status),
         "<h2>History</h2>",
         _history_table(history) if history else '<p class="muted">No rollout yet.</p>',
+        "<h2>Details</h2>",
+        _details_list(status),
     ]
     return _document(f"reconciler: {name}", body)
 
@@ -179,10 +184,8 @@ def _header(title: str, subtitle: str, now: str, raw_subtitle: bool = False) -> 
 
 _STACK_COLUMNS = (
     "Name",
-    "Stack",
     "Phase",
-    "Desired image",
-    "Live image",
+    "Image",
     "Migration",
     "Last transition",
     "Failures",
@@ -199,11 +202,10 @@ def _stacks_table(stacks: Sequence[Mapping[str, Any]]) -> str:
 def _stack_row(s: Mapping[str, Any]) -> str:
     name = str(s.get("name", ""))
     cells = (
-        f'<a href="{_href(name)}">{_text(name)}</a>',
-        f"{_text(s.get('stackName'))}<br>{_small(s.get('region'))}",
+        f'<a href="{_href(name)}">{_text(name)}</a><br>'
+        f"{_small(s.get('stackName'))} {_small(s.get('region'))}",
         _phase(s),
-        _mono(_get(s, "desired", "image")),
-        _live(s),
+        f"{_small('desired')} {_mono(_get(s, 'desired', 'image'))}<br>{_small('live')} {_live(s)}",
         _migration(s.get("migration")),
         _time(s.get("lastTransitionTime")),
         _failures(s.get("failures")),
@@ -226,7 +228,8 @@ def _live(s: Mapping[str, Any]) -> str:
     image = live.get("image")
     differs = image is not None and image != _get(s, "desired", "image")
     mark = ' <span class="warn" title="differs from desired">&ne;</span>' if differs else ""
-    return f"{_mono(image)}{mark}<br>{_small(live.get('status'))}"
+    status = f'<span class="muted small">{_breakable(live.get("status"))}</span>'
+    return f"{_mono(image)}{mark}<br>{status}"
 
 
 def _migration(m: Any) -> str:
@@ -235,7 +238,8 @@ def _migration(m: Any) -> str:
     progress = m.get("progress")
     bar = _progress(progress)
     done = f" {_text(progress)}" if progress else ""
-    when = f"<br>{_small(m.get('updatedAt'))}" if m.get("updatedAt") else ""
+    updated = m.get("updatedAt")
+    when = f'<br><span class="muted small">{_time(updated)}</span>' if updated else ""
     return f"{_text(m.get('status'))}{done}{bar}{when}"
 
 
@@ -252,14 +256,17 @@ def _failures(f: Any) -> str:
     if not isinstance(f, Mapping) or not f.get("count"):
         return _none("0")
     code = f" {_mono(f.get('code'))}" if f.get("code") else ""
-    retry = f"<br>{_small('retry at ' + str(f['nextRetryAt']))}" if f.get("nextRetryAt") else ""
+    at = f.get("nextRetryAt")
+    retry = f'<br><span class="muted small">retry at {_time(at)}</span>' if at else ""
     return f'<span class="warn">{_text(f.get("count"))}</span>{code}{retry}'
 
 
 def _paused(p: Any) -> str:
     if not isinstance(p, Mapping):
         return _none("no")
-    until = f"<br>{_small('until ' + str(p['until']))}" if p.get("until") else ""
+    until = (
+        f'<br><span class="muted small">until {_time(p["until"])}</span>' if p.get("until") else ""
+    )
     source = f"<br>{_small('by ' + str(p.get('source')))}" if p.get("source") else ""
     return f'<span class="warn">paused</span>: {_text(p.get("reason"))}{until}{source}'
 
@@ -342,26 +349,34 @@ def _names(names: Sequence[Any]) -> str:
 # --- one stack --------------------------------------------------------------------------
 
 
-def _status_list(s: Mapping[str, Any]) -> str:
-    desired = s.get("desired") or {}
-    live = s.get("live") or {}
-    capacity = desired.get("capacity") or {}
-    items = (
+def _summary_list(s: Mapping[str, Any]) -> str:
+    """What a person looks for first: where the stack stands and what holds it."""
+    return _dl(
         ("Phase", _phase(s)),
         ("Message", _message(s)),
-        ("Stack", f"{_text(s.get('stackName'))} in {_text(s.get('region'))}"),
-        ("Spec file", _mono(s.get("file"))),
-        ("Revision", _mono(s.get("revision"))),
-        ("Desired image", _mono(desired.get("image"))),
-        ("Desired capacity", _pairs(capacity)),
+        ("Desired image", _mono(_get(s, "desired", "image"))),
         ("Live image", _live(s)),
-        ("Live parameters", _pairs(live.get("parameters") or {})),
         ("Migration", _migration(s.get("migration"))),
         ("Last transition", _time(s.get("lastTransitionTime"))),
         ("Failures", _failures(s.get("failures"))),
         ("Paused", _paused(s.get("paused"))),
         ("Rollout", _rollout(s.get("rollout"))),
     )
+
+
+def _details_list(s: Mapping[str, Any]) -> str:
+    """The rest of the status: where the spec and the stack are, every live parameter."""
+    live = s.get("live") or {}
+    return _dl(
+        ("Stack", f"{_text(s.get('stackName'))} in {_text(s.get('region'))}"),
+        ("Spec file", _mono(s.get("file"))),
+        ("Revision", _mono(s.get("revision"))),
+        ("Desired capacity", _pairs(_get(s, "desired", "capacity") or {})),
+        ("Live parameters", _pairs(live.get("parameters") or {})),
+    )
+
+
+def _dl(*items: tuple[str, str]) -> str:
     return "<dl>" + "".join(f"<dt>{_text(k)}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
 
 
@@ -371,7 +386,7 @@ def _rollout(r: Any) -> str:
     result = r.get("result") or "in progress"
     return (
         f"{_mono(r.get('fromImage'))} &rarr; {_mono(r.get('image'))}: {_text(result)}"
-        f"<br>{_small('started ' + str(r.get('startedAt')))}"
+        f'<br><span class="muted small">started {_time(r.get("startedAt"))}</span>'
     )
 
 
@@ -406,13 +421,18 @@ def _history_row(r: Mapping[str, Any]) -> str:
 
 def _table(headings: Sequence[str], rows: str, css: str) -> str:
     head = "".join(f"<th>{_text(h)}</th>" for h in headings)
-    return f'<table class="cards {css}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    table = (
+        f'<table class="cards {css}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    )
+    return f'<div class="scroll">{table}</div>'
 
 
 def _row(headings: Sequence[str], cells: Sequence[str], css: str) -> str:
     """A row whose cells carry their heading, shown beside each value on a phone."""
+    # The cell's content in one element: on a phone the cell is a grid of label and value.
     tds = "".join(
-        f'<td data-label="{_text(h)}">{c}</td>' for h, c in zip(headings, cells, strict=True)
+        f'<td data-label="{_text(h)}"><div>{c}</div></td>'
+        for h, c in zip(headings, cells, strict=True)
     )
     return f'<tr class="{css}">{tds}</tr>'
 
@@ -429,9 +449,19 @@ def _get(s: Mapping[str, Any], key: str, sub: str) -> Any:
 
 
 def _time(value: Any) -> str:
+    """A status time, shown to the second; the exact value is the element's `datetime`."""
     if not value:
         return _none()
-    return f'<time datetime="{_text(value)}">{_text(value)}</time>'
+    shown = _SECONDS.sub(r"\1 \2Z", str(value))
+    return f'<time datetime="{_text(value)}">{_text(shown)}</time>'
+
+
+_SECONDS = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?Z$")
+
+
+def _breakable(value: Any) -> str:
+    """Escaped text that may wrap after an underscore (UPDATE_COMPLETE_CLEANUP_IN_PROGRESS)."""
+    return _text(value).replace("_", "_<wbr>")
 
 
 def _mono(value: Any) -> str:

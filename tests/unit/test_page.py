@@ -197,7 +197,7 @@ def test_the_stack_page_shows_the_status_and_every_history_record() -> None:
     assert "LcImageId = " in markup.all_text
     assert markup.tags.count("tr") == 1 + len(HISTORY)  # the heading and one row each
     assert '<span class="phase bad">failed</span>' in text
-    assert "migration started: 2026-12-01T05:00:01Z" in markup.all_text
+    assert "migration started: 2026-12-01 05:00:01Z" in markup.all_text
 
 
 def test_the_index_shows_a_fleets_halt_budget_and_steps() -> None:
