@@ -101,8 +101,9 @@ HEADERS: tuple[tuple[str, str], ...] = (
     ("X-Frame-Options", "DENY"),
 )
 
-# The history record's fields shown as columns; the other set ones go in "steps", and a
-# field this file does not know yet is still shown there, by its JSON name.
+# A history record's times, in rollout order, shown under "Steps" with these labels; with
+# _HISTORY_COLUMNS they are the fields this file knows. Any other field that is set (one
+# added to the JSON later) is still shown under "Steps", by its JSON name.
 _HISTORY_TIMES = (
     ("phase1StartedAt", "migration started"),
     ("migratedAt", "migrated"),
@@ -124,7 +125,7 @@ def index(
 ) -> str:
     """`GET /`: every stack, then every fleet."""
     body = [
-        _header("reconciler", f"{len(stacks)} stack(s), {len(fleets)} fleet(s)", now),
+        _header("reconciler", _text(f"{len(stacks)} stack(s), {len(fleets)} fleet(s)"), now),
         "<h2>Stacks</h2>",
         _stacks_table(stacks) if stacks else '<p class="muted">No stack is managed (yet).</p>',
     ]
@@ -137,7 +138,7 @@ def stack_page(status: Mapping[str, Any], history: Sequence[Mapping[str, Any]], 
     """`GET /stacks/NAME`: one stack's status and its rollout history."""
     name = str(status.get("name", ""))
     body = [
-        _header(name, '<a href="/">all stacks</a>', now, raw_subtitle=True),
+        _header(name, _HOME, now),
         "<h2>Status</h2>",
         _summary_list(status),
         "<h2>History</h2>",
@@ -151,7 +152,7 @@ def stack_page(status: Mapping[str, Any], history: Sequence[Mapping[str, Any]], 
 def not_found(name: str, now: str) -> str:
     """The answer for a stack the daemon does not manage."""
     body = [
-        _header("Not found", '<a href="/">all stacks</a>', now, raw_subtitle=True),
+        _header("Not found", _HOME, now),
         f"<p>No stack named <code>{_text(name)}</code> is managed here.</p>",
     ]
     return _document("reconciler: not found", body, refresh=False)
@@ -170,11 +171,13 @@ def _document(title: str, body: Iterable[str], refresh: bool = True) -> str:
     )
 
 
-def _header(title: str, subtitle: str, now: str, raw_subtitle: bool = False) -> str:
-    """The title line; `subtitle` is markup of ours only when `raw_subtitle` says so."""
-    shown = subtitle if raw_subtitle else _text(subtitle)
+_HOME = '<a href="/">all stacks</a>'
+
+
+def _header(title: str, subtitle: str, now: str) -> str:
+    """The title line; `subtitle` is markup, already escaped by the caller."""
     return (
-        f"<header><h1>{_text(title)}</h1><span>{shown}</span>"
+        f"<header><h1>{_text(title)}</h1><span>{subtitle}</span>"
         f'<span class="muted small">as of {_text(now)}, refreshing every {REFRESH_SECONDS} s'
         "</span></header>"
     )
