@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 TEMPLATE := reconciler/templates/biglearn-stack.json
 
-.PHONY: demo test lint typecheck unit test-slow bench bench-quick bench-scale image clean
+.PHONY: demo test lint typecheck unit test-slow test-browser bench bench-quick bench-scale image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/reconciler demo
 
 ## The default test command: lint (code, layers, the shipped template), types, and every
-## test not marked slow.
+## test not marked slow or browser.
 test: lint typecheck unit
 
 lint: $(STAMP)
@@ -33,11 +33,16 @@ typecheck: $(STAMP)
 # Four workers on two cores: most tests wait on a daemon, a subprocess or the emulator's
 # clock, so two per core keep both busy (docs/decisions/0012-parallel-tests.md).
 unit: $(STAMP)
-	$(BIN)/pytest -m "not slow" -q -n 4
+	$(BIN)/pytest -m "not slow and not browser" -q -n 4
 
 ## Long sweeps (crash points, scale); CI runs them as a separate step.
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
+
+## The status page in headless Chromium (Debian's `chromium`; the tests skip without it).
+## Screenshots land in .artifacts/browser/.
+test-browser: $(STAMP)
+	$(BIN)/pytest -m browser -q -rs
 
 ## Benchmark, quick: N=10, no peers (about 40 s; its test runs in `make test-slow`).
 bench-quick: $(STAMP)

@@ -9,6 +9,8 @@ Rules of this file:
   all are busy), one request per connection (HTTP/1.0: no idle keep-alive holding a thread).
 - Errors are JSON `{"error": "..."}` and never carry a secret or an internal exception text.
 - Secrets are compared with `hmac.compare_digest`; a failed check triggers nothing.
+- The status page (`/`, `/stacks/NAME`) is HTML rendered by `reconciler.page` from the same
+  controller answers as the JSON routes, so it can show nothing the API does not.
 - List responses are objects with one key (`{"stacks": [...]}`, `{"history": [...]}`), so
   fields can be added beside the list later.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import http.server
@@ -34,7 +37,7 @@ from typing import Annotated, Any, Protocol
 
 import pydantic
 
-from reconciler import logs, settings, spec, validation
+from reconciler import logs, page, settings, spec, validation
 from reconciler.metrics import Metrics
 
 JSON = "application/json"
@@ -160,6 +163,15 @@ def error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) 
     return json_response(status, {"error": message}, headers)
 
 
+def html_response(status: int, body: str) -> Response:
+    return Response(status, body.encode(), page.CONTENT_TYPE, page.HEADERS)
+
+
+def _now() -> str:
+    """The time a page says it was made, to the second: a stale tab shows its age."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 _Handler = Callable[[Request, Mapping[str, str]], Response]
 
 
@@ -196,6 +208,8 @@ class App:
         actions = "|".join(CONTROL_ACTIONS)
         fleet_actions = "|".join(FLEET_CONTROL_ACTIONS)
         self._routes = (
+            _Route("page", "/", {"GET": self._get_page}),
+            _Route("stack_page", "/stacks/(?P<name>[^/]+)", {"GET": self._get_stack_page}),
             _Route("metrics", "/metrics", {"GET": self._get_metrics}),
             _Route("healthz", "/healthz", {"GET": self._get_health}),
             _Route("readyz", "/readyz", {"GET": self._get_ready}),
@@ -287,6 +301,20 @@ class App:
         if fleet is None:
             return error(404, f"no fleet named {params['name']!r}")
         return json_response(200, fleet)
+
+    # --- the status page: read-only, the JSON routes' data as HTML
+
+    def _get_page(self, _request: Request, _params: Mapping[str, str]) -> Response:
+        body = page.index(self._controller.stacks(), self._controller.fleets(), _now())
+        return html_response(200, body)
+
+    def _get_stack_page(self, _request: Request, params: Mapping[str, str]) -> Response:
+        name = params["name"]
+        status = self._controller.stack(name)
+        history = self._controller.history(name)
+        if status is None or history is None:
+            return html_response(404, page.not_found(name, _now()))
+        return html_response(200, page.stack_page(status, history, _now()))
 
     # --- controls
 

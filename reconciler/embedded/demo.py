@@ -165,6 +165,7 @@ def run(scenario: str = "happy", keep_running: bool = False, timeout: float = 12
         ok = _PLAYS[scenario](scene, time.monotonic() + timeout)
         _print_final(scene)
         if keep_running:
+            scene.say(f"status page: {scene.base_url}/")
             scene.say(
                 f"still running: curl {scene.base_url}/metrics ; "
                 f"reconciler status --listen {scene.base_url.removeprefix('http://')} ; Ctrl-C ends"
