@@ -204,7 +204,12 @@ class GitHubForge:
         """Every pull request, open or closed, of our repository's `branch` into `base`."""
         query = {"state": "all", "head": f"{self.owner}:{branch}", "base": base}
         pulls = [Pull.from_json(p) for p in self._api.pages(self._pulls, query)]
-        return [p for p in pulls if p.head == branch and p.head_repo == self.repo]
+        return [p for p in pulls if p.head == branch and self._ours(p)]
+
+    def _ours(self, pull: Pull) -> bool:
+        """Its head is a branch of our repository, not a fork's of the same name; GitHub
+        spells names as created, whatever case `--forge-repo` used."""
+        return pull.head_repo.lower() == self.repo.lower()
 
     def _refresh(self, pull: Pull, title: str, body: str) -> tuple[Pull, bumps.ProposalResult]:
         if (pull.title, pull.body) == (title, body):
@@ -234,7 +239,7 @@ class GitHubForge:
         older = [
             p
             for p in map(Pull.from_json, self._api.pages(self._pulls, query))
-            if p.head.startswith(b.prefix) and p.head_repo == self.repo and p.number != number
+            if p.head.startswith(b.prefix) and self._ours(p) and p.number != number
         ]
         for pull in older:
             note = SUPERSEDED.format(number=number)

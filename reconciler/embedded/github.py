@@ -57,6 +57,8 @@ class _Pull:
     head: str
     base: str
     created: dt.datetime
+    head_owner: str
+    """Another owner's: a pull request from a fork."""
     state: str = "open"
     merged_at: dt.datetime | None = None
     closed_at: dt.datetime | None = None
@@ -211,7 +213,8 @@ class FakeGitHub:
     def _route(
         self, method: str, path: str, query: dict[str, str], payload: dict[str, Any]
     ) -> tuple[int, Any, str]:
-        prefix = f"/repos/{self.repo}/pulls"
+        path = path.lower()  # GitHub's owner and repository names ignore case
+        prefix = f"/repos/{self.repo.lower()}/pulls"
         one = re.fullmatch(re.escape(prefix) + r"/(\d+)(/merge)?", path)
         if path == prefix and method == "GET":
             return self._list(path, query)
@@ -237,7 +240,7 @@ class FakeGitHub:
         pulls = [p for p in self._pulls.values() if state in {"all", p.state}]
         if "head" in query:
             owner, _, ref = query["head"].partition(":")
-            pulls = [p for p in pulls if owner == self.owner and p.head == ref]
+            pulls = [p for p in pulls if (p.head_owner.lower(), p.head) == (owner.lower(), ref)]
         if "base" in query:
             pulls = [p for p in pulls if p.base == query["base"]]
         pulls.sort(key=lambda p: p.number, reverse=True)  # GitHub: newest first
@@ -259,17 +262,16 @@ class FakeGitHub:
             if not isinstance(payload.get(field), str) or not payload[field]:
                 raise Refused(422, "Validation Failed", [_missing(field)])
         owner, _, head = payload["head"].rpartition(":")
-        if owner not in {"", self.owner}:
-            raise Refused(422, "Validation Failed", [_invalid("head")])
+        owner = owner or self.owner
         base = payload["base"]
-        if self._open_of(head, base) is not None:
-            message = f"A pull request already exists for {self.owner}:{head}."
+        if self._open_of(head, base, owner) is not None:
+            message = f"A pull request already exists for {owner}:{head}."
             raise Refused(422, "Validation Failed", [_custom(message)])
-        if self.origin is not None:
+        if self.origin is not None and owner == self.owner:
             self._check_branches(head, base)
         number = max(self._pulls, default=0) + 1
         body = payload.get("body")
-        pull = _Pull(number, payload["title"], body, head, base, created=self._tick())
+        pull = _Pull(number, payload["title"], body, head, base, self._tick(), owner)
         self._pulls[number] = pull
         return pull
 
@@ -290,7 +292,8 @@ class FakeGitHub:
         if state not in {"open", "closed"}:
             raise Refused(422, "Validation Failed", [_invalid("state")])
         reopen = state == "open" and pull.state == "closed"
-        if reopen and (pull.merged_at is not None or self._open_of(pull.head, pull.base)):
+        again = self._open_of(pull.head, pull.base, pull.head_owner)
+        if reopen and (pull.merged_at is not None or again is not None):
             message = "state cannot be changed. The pull request cannot be reopened."
             raise Refused(422, "Validation Failed", [_custom(message)])
         pull.title = payload.get("title") or pull.title
@@ -371,11 +374,11 @@ class FakeGitHub:
             raise Refused(404, "Not Found")
         return self._pulls[number]
 
-    def _open_of(self, head: str, base: str) -> _Pull | None:
+    def _open_of(self, head: str, base: str, owner: str) -> _Pull | None:
         found = (
             p
             for p in self._pulls.values()
-            if p.state == "open" and (p.head, p.base) == (head, base)
+            if p.state == "open" and (p.head, p.base, p.head_owner) == (head, base, owner)
         )
         return next(found, None)
 
@@ -385,7 +388,9 @@ class FakeGitHub:
         return self._clock
 
     def _json(self, pull: _Pull) -> dict[str, Any]:
-        repo = {"full_name": self.repo, "name": self.repo.split("/")[1]}
+        name = self.repo.split("/")[1]
+        repo = {"full_name": self.repo, "name": name}
+        head_repo = {"full_name": f"{pull.head_owner}/{name}", "name": name}
         html = f"https://github.example/{self.repo}/pull/{pull.number}"
         return {
             "url": f"{self._api_url_or_blank()}/repos/{self.repo}/pulls/{pull.number}",
@@ -402,9 +407,9 @@ class FakeGitHub:
             "merge_commit_sha": pull.merge_commit_sha,
             "head": {
                 "ref": pull.head,
-                "label": f"{self.owner}:{pull.head}",
+                "label": f"{pull.head_owner}:{pull.head}",
                 "sha": self._head_sha(pull),
-                "repo": repo,
+                "repo": head_repo,
             },
             "base": {"ref": pull.base, "label": f"{self.owner}:{pull.base}", "repo": repo},
         }

@@ -110,6 +110,25 @@ def test_two_daemons_racing_open_one_pull_request(github: FakeGitHub) -> None:
     assert len(github.pulls()) == 1
 
 
+def test_the_repository_name_matches_whatever_its_case(github: FakeGitHub) -> None:
+    b = make_bump()
+    client(github).propose(b, "plan")
+    shouting = forge.GitHubForge(github.api_url, "ACME/Specs", TOKEN)
+    assert shouting.propose(b, "plan").result == "unchanged"
+
+
+def test_a_forks_branch_of_the_same_name_is_not_ours(github: FakeGitHub) -> None:
+    b = make_bump()
+    client(github).propose(b, "plan")
+    fork = f'{{"title": "x", "head": "someone:{make_bump("ami-0").branch}", "base": "main"}}'
+    github.serve(
+        "POST", "/repos/acme/specs/pulls", {"Authorization": f"Bearer {TOKEN}"}, fork.encode()
+    )
+    proposal = client(github).propose(make_bump("ami-00000000000000002"), "plan")
+    assert proposal.superseded == (1,)
+    assert github.pull(2)["state"] == "open"
+
+
 # --- superseding -----------------------------------------------------------------------
 
 
