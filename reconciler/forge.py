@@ -154,7 +154,8 @@ class _Api:
 
     def _scrub(self, text: str) -> str:
         # Belt and braces: no server we talk to should echo the token, but a proxy might.
-        return " ".join(text.replace(self._token, "***").split())
+        scrubbed = text.replace(self._token, "***") if self._token else text
+        return " ".join(scrubbed.split())
 
 
 class GitHubForge:

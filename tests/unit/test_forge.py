@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import http.server
 import threading
 from collections.abc import Iterator
 
@@ -254,6 +255,50 @@ def test_an_unreachable_forge_fails_in_one_line() -> None:
     assert proposal.result == "failed"
     assert proposal.error is not None
     assert proposal.error.startswith("GET /repos/acme/specs/pulls: failed (ConnectionRefusedError")
+
+
+class _Elsewhere(http.server.BaseHTTPRequestHandler):
+    """A captive portal's HTML, or a redirect to another host: never GitHub's answer."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/redirect"):
+            self.send_response(301)
+            self.send_header("Location", "http://elsewhere.invalid/repos/acme/specs/pulls")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"<html>sign in to the wifi</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Elsewhere)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_an_answer_other_than_json_fails_in_one_line(elsewhere: str) -> None:
+    proposal = forge.GitHubForge(elsewhere, "acme/specs", TOKEN).propose(make_bump(), "p")
+    assert proposal.error == "GET /repos/acme/specs/pulls: answered something other than JSON"
+
+
+def test_a_redirect_to_another_host_is_not_followed_with_the_token(elsewhere: str) -> None:
+    api = forge.GitHubForge(f"{elsewhere}/redirect", "acme/specs", TOKEN)
+    proposal = api.propose(make_bump(), "p")
+    assert proposal.result == "failed"
+    assert proposal.error is not None
+    assert proposal.error.startswith("GET /redirect/repos/acme/specs/pulls: HTTP 301")
 
 
 def test_the_token_is_not_in_the_repr() -> None:
