@@ -116,6 +116,7 @@ def test_secrets_are_referenced_never_inlined() -> None:
         "key": "webhook-secret",
     }
     assert env["RECONCILER_TOKEN"] == {"name": "reconciler-token", "key": "token"}
+    assert env["RECONCILER_FORGE_TOKEN"] == {"name": "reconciler-forge", "key": "token"}
     config = by_kind(objects, "ConfigMap")["data"]
     assert "StrictHostKeyChecking=yes" in config["GIT_SSH_COMMAND"]
     assert "/etc/reconciler/ssh/known_hosts" in config["GIT_SSH_COMMAND"]
@@ -139,6 +140,65 @@ def test_service_monitor_scrapes_the_http_port() -> None:
     monitor = by_kind(render(production_values()), "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "http"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+# --- bump pull requests: the forge and its token ---------------------------------------
+
+
+def test_without_a_forge_the_chart_sets_no_forge_variables() -> None:
+    objects = render()
+    config = by_kind(objects, "ConfigMap")["data"]
+    assert [k for k in config if k.startswith("RECONCILER_FORGE")] == []
+    (container,) = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "env" not in container
+
+
+def test_a_github_forge_takes_its_token_from_a_secret() -> None:
+    forge = {
+        "kind": "github",
+        "apiUrl": "https://ghe.example.com/api/v3",
+        "repo": "platform/deploy-specs",
+        "tokenSecret": {"name": "forge", "key": "pat"},
+    }
+    objects = render({"forge": forge})
+    config = by_kind(objects, "ConfigMap")["data"]
+    assert {k: v for k, v in config.items() if k.startswith("RECONCILER_FORGE")} == {
+        "RECONCILER_FORGE": "github",
+        "RECONCILER_FORGE_API_URL": "https://ghe.example.com/api/v3",
+        "RECONCILER_FORGE_REPO": "platform/deploy-specs",
+    }
+    (container,) = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["env"] == [
+        {
+            "name": "RECONCILER_FORGE_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "forge", "key": "pat"}},
+        }
+    ]
+
+
+def test_a_github_forge_without_a_token_secret_is_refused() -> None:
+    h = helm()
+    with pytest.raises(h.HelmError, match="tokenSecret"):
+        render({"forge": {"kind": "github"}})
+
+
+def test_templates_refuse_a_forge_without_a_token_too(tmp_path: pathlib.Path) -> None:
+    h = helm()
+    chart = tmp_path / "reconciler"
+    shutil.copytree(CHART, chart)
+    (chart / "values.schema.json").unlink()
+    with pytest.raises(h.HelmError, match="--forge github needs RECONCILER_FORGE_TOKEN"):
+        h.Chart.load(str(chart)).render({"forge": {"kind": "github"}}, name="r", namespace="r")
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [{"kind": "gitlab"}, {"repo": "no-slash"}, {"apiUrl": "ghe.example.com/api/v3"}],
+)
+def test_schema_refuses_a_malformed_forge(forge: dict[str, str]) -> None:
+    h = helm()
+    with pytest.raises(h.HelmError):
+        render({"forge": forge})
 
 
 # --- replicaCount > 1 needs the lock table --------------------------------------------

@@ -52,4 +52,7 @@ app.kubernetes.io/part-of: reconciler
 {{- if and (gt (int .Values.replicaCount) 1) .Values.persistence.enabled -}}
 {{- fail "replicaCount > 1 needs persistence.enabled=false: each replica needs a state dir of its own (its git clone; the shared store is the lock table), and a second daemon on the same state dir refuses to start" -}}
 {{- end -}}
+{{- if and (eq .Values.forge.kind "github") (not .Values.forge.tokenSecret.name) -}}
+{{- fail "forge.kind=github needs forge.tokenSecret.name: --forge github needs RECONCILER_FORGE_TOKEN" -}}
+{{- end -}}
 {{- end -}}
