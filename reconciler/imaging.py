@@ -226,7 +226,7 @@ class ImageAutomation:
         created = made.image.created.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         intro = (
             f"The image policy found `{made.image.id}` ({made.image.name}, created {created}), "
-            f"newer than the image of {len(made.specs)} spec(s). "
+            f"newer than the image of {_names(made.specs)}. "
             "Merging this pull request is one rollout; nothing is sent to AWS before it.\n\n"
         )
         moved = [_on_image(loaded, made.image.id) for loaded in bumped]
@@ -262,6 +262,11 @@ class ImageAutomation:
             subject=made.branch,
         )
         self.notify([transition])
+
+
+def _names(specs: Sequence[str]) -> str:
+    shown = ", ".join(f"`{s}`" for s in specs[:10])
+    return shown if len(specs) <= 10 else f"{shown} and {len(specs) - 10} more"
 
 
 def _on_image(loaded: catalog.LoadedSpec, image: str) -> catalog.LoadedSpec:
