@@ -318,3 +318,84 @@ def test_commit_direct_is_refused_while_signatures_are_verified(bed: Bed) -> Non
     refusal = imaging.direct_refusal(specs.specs)
     assert refusal is not None and refusal.startswith("deploy-specs/api1.yaml: ")
     assert "\n" not in refusal
+
+
+def test_an_ssm_policy_bumps_to_the_image_its_parameter_names(bed: Bed) -> None:
+    make_stacks(bed.world, "Api1")
+    current = bed.image("api-1", 1)
+    newer = bed.image("api-2", 2)
+    ssm = bed.world.emulator.client("ssm")
+    ssm.put_parameter(Name="/images/api/latest", Value=newer, Type="String")
+    policy = "  imagePolicy:\n    ssm: {parameter: /images/api/latest}\n"
+    bed.publish({"deploy-specs/api1.yaml": spec_text("Api1", current, policy)})
+
+    (outcome,) = bed.run(bed.automation())
+
+    assert list(bed.bump_branches()) == [f"reconciler/bump/api1/{newer}"]
+    assert outcome.made is not None and outcome.made.image.name == "api-2"
+
+
+def test_a_parameter_that_names_no_image_is_an_error_and_pushes_nothing(bed: Bed) -> None:
+    make_stacks(bed.world, "Api1")
+    bed.world.emulator.client("ssm").put_parameter(
+        Name="/images/api/latest", Value="latest-please", Type="String"
+    )
+    policy = "  imagePolicy:\n    ssm: {parameter: /images/api/latest}\n"
+    bed.publish({"deploy-specs/api1.yaml": spec_text("Api1", bed.image("api-1", 1), policy)})
+
+    (outcome,) = bed.run(bed.automation())
+
+    assert outcome.result == "error" and "latest-please" in (outcome.error or "")
+    assert bed.bump_branches() == {}
+    errors = bed.world.metrics.registry.get_sample_value(
+        "reconciler_image_policy_checks_total", {"result": "error"}
+    )
+    assert errors == 1
+
+
+class FailingForge(Forge):
+    def propose(self, made: bump.Bump, body: str) -> bump.Proposal:
+        self.proposed.append((made, body))
+        return bump.Proposal("failed", error="forge unreachable")
+
+
+def test_a_superseded_branch_stays_while_the_forge_has_not_taken_the_newer_one(
+    bed: Bed,
+) -> None:
+    make_stacks(bed.world, "Api1")
+    bed.publish({"deploy-specs/api1.yaml": spec_text("Api1", bed.image("api-1", 1))})
+    second = bed.image("api-2", 2)
+    auto = bed.automation()
+    bed.run(auto)
+    third = bed.image("api-3", 3)
+    auto.forge = FailingForge()
+    bed.now += INTERVAL
+
+    (outcome,) = bed.run(auto)
+
+    assert sorted(bed.bump_branches()) == sorted(
+        [f"reconciler/bump/api1/{second}", f"reconciler/bump/api1/{third}"]
+    )
+    assert outcome.deleted == () and outcome.proposal is not None
+    assert outcome.proposal.result == "failed"
+    auto.forge = bed.forge  # the forge is back: the next check proposes and cleans up
+    bed.now += INTERVAL
+    (healed,) = bed.run(auto)
+    assert list(bed.bump_branches()) == [f"reconciler/bump/api1/{third}"]
+    assert healed.pushed is False and healed.deleted == (f"reconciler/bump/api1/{second}",)
+
+
+def test_commit_direct_never_overwrites_a_followed_branch_that_moved(bed: Bed) -> None:
+    make_stacks(bed.world, "Api1")
+    bed.publish({"deploy-specs/api1.yaml": spec_text("Api1", bed.image("api-1", 1), DIRECT)})
+    bed.image("api-2", 2)
+    auto = bed.automation()
+    snapshot = auto.git.poll()
+    specs = catalog.Catalog()
+    specs.update(snapshot)
+    moved = bed.publish({"README.md": "someone else's commit\n"})  # after the daemon read
+
+    (outcome,) = auto.run_once(specs.specs, specs.fleets)
+
+    assert outcome.error is not None and outcome.made is None
+    assert bed.branches()["main"] == moved
