@@ -148,6 +148,11 @@ class EditError(ValueError):
     """The spec file's `image:` line cannot be found or changed safely."""
 
 
+def image_of(text: str) -> str:
+    """The StackDeployment's `spec.image` as the file holds it."""
+    return str(_image_node(text).value)
+
+
 def replace_image(text: str, image: str) -> str:
     """`text` with the StackDeployment's `spec.image` set to `image`, nothing else changed."""
     node = _image_node(text)

@@ -195,6 +195,12 @@ class ImageAutomation:
         edits: dict[str, str] = {}
         for member in bumped:
             text = edits.get(member.file) or self.git.read_file(head, member.file)
+            found = imagepolicy.image_of(text)
+            if found != member.image:
+                # A poll moved the head after the specs were read: judge it at the next check.
+                raise imagepolicy.EditError(
+                    f"{member.file} holds {found} at {head[:12]}, not {member.image}"
+                )
             edits[member.file] = imagepolicy.replace_image(text, image.id)
         return self.git.commit_bump(head, edits, imagepolicy.message(image, bumped))
 

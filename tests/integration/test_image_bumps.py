@@ -399,3 +399,22 @@ def test_commit_direct_never_overwrites_a_followed_branch_that_moved(bed: Bed) -
 
     assert outcome.error is not None and outcome.made is None
     assert bed.branches()["main"] == moved
+
+
+def test_a_spec_changed_after_it_was_read_is_not_bumped_from_the_old_reading(bed: Bed) -> None:
+    """The git poll and the image check run apart: a head that moved under the specs the
+    check read is not edited on their word (a person's newer image is never reverted)."""
+    make_stacks(bed.world, "Api1")
+    bed.publish({"deploy-specs/api1.yaml": spec_text("Api1", bed.image("api-1", 1))})
+    bed.image("api-2", 2)
+    by_hand = bed.image("api-3-hotfix", 3, release="hotfix")
+    auto = bed.automation()
+    read = catalog.Catalog()
+    read.update(auto.git.poll())
+    bed.publish({"deploy-specs/api1.yaml": spec_text("Api1", by_hand)})
+    auto.git.poll()  # the head moves; `read` is what the check was given
+
+    (outcome,) = auto.run_once(read.specs, read.fleets)
+
+    assert outcome.error is not None and by_hand in outcome.error
+    assert bed.bump_branches() == {}

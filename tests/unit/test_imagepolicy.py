@@ -202,3 +202,7 @@ def test_the_edit_reads_back_and_keeps_everything_else(quote: str, pad: str, new
 def test_an_image_created_at_the_same_moment_as_the_specs_is_not_newer() -> None:
     verdict = imagepolicy.judge(group(("a", OLD)), [image(OLD, 1), image(MID, 1)])
     assert (verdict.result, verdict.bumped) == ("current", ())
+
+
+def test_image_of_reads_the_value_the_file_holds() -> None:
+    assert imagepolicy.image_of(SPEC_FILE) == "ami-00000001"
