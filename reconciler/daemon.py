@@ -13,6 +13,9 @@ Rules of this file:
   once), then the catalog lets it go. A member waiting for its turn comes back at the
   active cadence (its decision says requeue "active"), so a freed step is seen within
   seconds, not at the member's interval.
+- Image policies (`imaging.py`) are checked by a job of their own every `--image-interval`,
+  first right after the first git poll, and only while some spec has an `imagePolicy`.
+  A spec with `commit: direct` under `--verify-signatures` stops `run` before it starts.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import datetime as dt
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,12 +33,27 @@ from typing import Any
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 
-from reconciler import assemble, catalog, engine, requeue, server, settings, source, waves
+from reconciler import (
+    assemble,
+    bump,
+    catalog,
+    engine,
+    imaging,
+    requeue,
+    server,
+    settings,
+    source,
+    waves,
+)
 from reconciler import status as view
 
 GIT_JOB = "git-poll"
 LEASE_JOB = "lease-renew"
 NOTIFY_JOB = "notify"
+IMAGE_JOB = "image-policies"
+EXIT_REFUSED = 2  # as the CLI's usage errors: the configuration, not the world, is wrong
+# Builds the forge client for `--forge github` (reconciler/forge.py provides it).
+ForgeFactory = Callable[[settings.Settings], bump.Forge]
 OVERRIDE_DEFAULT = dt.timedelta(hours=1)  # an override is for the change at hand, not forever
 
 
@@ -45,7 +64,12 @@ def _job_id(name: str) -> str:
 class Daemon:
     """The long-running service; `start()` returns once it serves, `stop()` drains it."""
 
-    def __init__(self, conf: settings.Settings, clock: engine.Clock = engine.utcnow) -> None:
+    def __init__(
+        self,
+        conf: settings.Settings,
+        clock: engine.Clock = engine.utcnow,
+        forge_factory: ForgeFactory | None = None,
+    ) -> None:
         self.conf = conf
         self.clock = clock
         self.log = structlog.get_logger("reconciler.daemon")
@@ -60,6 +84,16 @@ class Daemon:
         self.scheduler = parts.scheduler
         self.server = assemble.http_server(conf.http, Controller(self), self.metrics)
         self.catalog = catalog.Catalog()
+        self.images = imaging.ImageAutomation(
+            self.source,
+            self.engine,
+            self.metrics,
+            conf.images.image_interval,
+            forge=self._forge(forge_factory),
+            notify=self.notifier.listener,
+            allow_direct=not conf.git.verify_signatures,
+            clock=clock,
+        )
         self._unverified: str | None = None  # the last untrusted-head refusal reported
         self._guard = threading.Lock()
         self._resync: set[str] = set()  # syncs asked for while that spec's step ran
@@ -77,7 +111,41 @@ class Daemon:
         self._idle = threading.Condition()
         self._inflight = 0
 
+    def _forge(self, factory: ForgeFactory | None) -> bump.Forge | None:
+        """The forge bump branches are proposed to; None pushes the branches only."""
+        if self.conf.images.forge == "none":
+            return None
+        # The one place the forge client is plugged in: `run` passes a factory building
+        # `forge.GitHubForge` from `conf.images` (api url, repo, token) once that module exists.
+        if factory is None:
+            self.log.warning(
+                "no forge client in this build: bump branches are pushed without pull requests",
+                forge=self.conf.images.forge,
+            )
+            return None
+        return factory(self.conf)
+
     # --- lifecycle ----------------------------------------------------------------------
+
+    def refusal(self) -> str | None:
+        """Why this daemon must not start (one line), from the specs at the branch head:
+        `commit: direct` under --verify-signatures. None when it may, or git cannot tell yet
+        (the git poll will report that)."""
+        if not self.conf.git.verify_signatures:
+            return None
+        try:
+            snapshot = self.source.poll()
+        except source.GitError:
+            return None
+        found = catalog.Catalog()
+        found.update(snapshot)
+        return imaging.direct_refusal(found.specs)
+
+    def close_unstarted(self) -> None:
+        """Let go of what the constructor took, for a daemon that never started."""
+        self.source.close()
+        self.store.close()
+        self._lock_file.release()
 
     def start(self) -> None:
         self.server.start()
@@ -102,6 +170,12 @@ class Daemon:
                 id=LEASE_JOB,
                 executor="leases",
             )
+        self.scheduler.add_job(
+            self.check_images,
+            "interval",
+            seconds=self.conf.images.image_interval.total_seconds(),
+            id=IMAGE_JOB,
+        )  # and right after the first git poll (_poll_git)
         if self.notifier.sinks:
             self.scheduler.add_job(
                 self.deliver_notifications,
@@ -181,10 +255,36 @@ class Daemon:
         self.catalog.update(snapshot)
         # Before any job of a new spec runs: a member must never step outside its fleet.
         self.engine.set_fleets(self.catalog.fleets)
+        first = not self._git_read
         self._git_read = True
         self._report_spec_errors()
         self._sync_jobs(before)
         self._refresh_fleets()
+        if first:
+            self._run_now(IMAGE_JOB)
+
+    def _run_now(self, job_id: str) -> None:
+        job = self.scheduler.get_job(job_id)
+        if job is not None and not self._stopped.is_set():
+            job.modify(next_run_time=self.clock())
+
+    # --- images -------------------------------------------------------------------------
+
+    def check_images(self) -> list[imaging.Outcome]:
+        """Check the specs' image policies that are due (nothing before git was read, and
+        nothing while no spec has one)."""
+        with self._job() as go:
+            specs = self.catalog.specs
+            if not go or not self._git_read:
+                return []
+            if not any(s.deployment.spec.image_policy for s in specs.values()):
+                return []
+            try:
+                return self.images.run_once(specs, self.catalog.fleets)
+            except Exception:
+                # Each policy's failures are outcomes; this is a bug, and the next run retries.
+                self.log.exception("image policy check failed")
+                return []
 
     def _report_unverified(self, refusal: str | None) -> None:
         """Once per refused head (each poll sees it again): a metric and an error line."""
@@ -492,9 +592,15 @@ class Controller:
         return self.d.ready()
 
 
-def run(conf: settings.Settings) -> int:
-    """Run until SIGTERM or SIGINT; exit 0 after a clean drain."""
-    daemon = Daemon(conf)
+def run(conf: settings.Settings, forge_factory: ForgeFactory | None = None) -> int:
+    """Run until SIGTERM or SIGINT; exit 0 after a clean drain, 2 (one line on stderr) when
+    the specs ask for what the settings forbid."""
+    daemon = Daemon(conf, forge_factory=forge_factory)
+    refusal = daemon.refusal()
+    if refusal is not None:
+        daemon.close_unstarted()
+        sys.stderr.write(refusal + "\n")
+        return EXIT_REFUSED
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -42,6 +42,8 @@ UPDATE_RESULTS = ("ok", "noop", "error")
 ROLLOUT_RESULTS = ("succeeded", "failed")
 GIT_RESULTS = ("ok", "error")
 NOTIFICATION_RESULTS = ("ok", "error", "gave_up")
+IMAGE_CHECK_RESULTS = ("newer", "current", "none", "error")
+BUMP_PR_RESULTS = ("opened", "updated", "unchanged", "declined", "failed")
 
 # The classic text format, named outright: every Prometheus version reads it, and our names
 # need none of the newer format's escaping (prometheus_client's "latest" moves with releases).
@@ -175,6 +177,16 @@ class Metrics:
             "reconciler_notifications_total",
             "Notification delivery attempts by sink name (never its URL) and result.",
             ["sink", "result"], registry=r,
+        )  # fmt: skip
+        self.image_policy_checks_total = Counter(
+            "reconciler_image_policy_checks_total",
+            "Checks of an imagePolicy (one per policy, account and region) by result.",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.bump_prs_total = Counter(
+            "reconciler_bump_prs_total",
+            "What the forge did with a bump branch's pull request, by result.",
+            ["result"], registry=r,
         )  # fmt: skip
 
     # --- per stack ------------------------------------------------------------------------
@@ -325,6 +337,16 @@ class Metrics:
         """Count one delivery attempt to the sink named `sink`."""
         _check("result", result, NOTIFICATION_RESULTS)
         self.notifications_total.labels(sink, result).inc()
+
+    def image_policy_check(self, result: str) -> None:
+        """Count one check of one policy: newer, current, none (no match) or error."""
+        _check("result", result, IMAGE_CHECK_RESULTS)
+        self.image_policy_checks_total.labels(result).inc()
+
+    def bump_pr(self, result: str) -> None:
+        """Count one proposal of a bump branch to the forge, by its Proposal result."""
+        _check("result", result, BUMP_PR_RESULTS)
+        self.bump_prs_total.labels(result).inc()
 
     def watch_budgets(self, budgets: Callable[[], Iterable[BudgetState]]) -> None:
         """Read `budgets()` at every scrape for reconciler_aws_rate_limit and _wait_seconds."""

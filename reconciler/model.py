@@ -483,6 +483,7 @@ TransitionKind = Literal[
     "alarm_in_bake",
     "fleet_halted",
     "drifted",
+    "bump_opened",
 ]
 
 

@@ -63,6 +63,7 @@ TELLING: Mapping[model.TransitionKind, Telling] = {
     "alarm_in_bake": Telling("alarm fired during the bake", ":rotating_light:"),
     "fleet_halted": Telling("fleet halted", ":octagonal_sign:"),
     "drifted": Telling("changed outside CloudFormation", ":warning:"),
+    "bump_opened": Telling("bump branch pushed for a newer image", ":package:"),
 }
 KINDS: tuple[model.TransitionKind, ...] = get_args(model.TransitionKind)
 # Kinds told of a whole fleet (`kind: Fleet`): the transition's name is the fleet's, it has

@@ -31,6 +31,10 @@ Rules of this file:
   dedicated keyring, GNUPGHOME) is read: an untrusted head is not deployed; the newest trusted
   commit on its first-parent line is read instead (at most HISTORY_DEPTH back), and the
   snapshot says why in `unverified`. Only the head's signature vouches for its tree.
+- Bump commits (docs/contract.md, "Image policies and bump branches") are made in the cache
+  repository with plumbing only (hash-object, a temporary index, commit-tree): no branch of
+  the cache and no working tree changes. They leave the host only by `push_commit`, with the
+  same credentials as a fetch; a push never forces, so a branch that moved is never lost.
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ import posixpath
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 # GitPython looks for git when imported and raises if there is none; commands that never read
 # git (status, pause) must still run on a host without it. A poll then fails with a GitError.
@@ -81,6 +86,13 @@ _CREDENTIAL_HELPER = (
 # refuses to parse) or its process is gone.
 _READER_ERRORS = (ValueError, TypeError, OSError, git.GitError, git.exc.ODBError)
 HISTORY_DEPTH = 50  # older versions looked at: bounds the cost of a file broken for long
+# Who made a bump commit: the daemon, not a person (and never a signer: it holds no key).
+_BUMP_IDENTITY = {
+    "GIT_AUTHOR_NAME": "reconciler",
+    "GIT_AUTHOR_EMAIL": "reconciler@localhost",
+    "GIT_COMMITTER_NAME": "reconciler",
+    "GIT_COMMITTER_EMAIL": "reconciler@localhost",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +271,72 @@ class GitSource:
                 snapshot = dataclasses.replace(self._read(trusted, fetched), unverified=unverified)
             self._last, self._seen = snapshot, head
             return snapshot
+
+    @property
+    def head(self) -> str | None:
+        """The commit the last poll read (None before the first): what the specs are."""
+        last = self._last
+        return last.head if last is not None else None
+
+    # -- bump commits and branches ----------------------------------------------------------
+
+    def read_file(self, commit: str, path: str) -> str:
+        """The text of `path` at `commit` (UTF-8), from the cache repository."""
+        self._ensure_repo()
+        return self._git("cat-file", "blob", f"{commit}:{path}").decode("utf-8")
+
+    def commit_bump(self, base: str, edits: Mapping[str, str], message: str) -> str:
+        """A commit whose parent is `base` and whose tree is base's with each path of `edits`
+        holding its new text; its sha. No ref, index or working tree of the cache changes."""
+        with self._lock:
+            self._ensure_repo()
+            with tempfile.TemporaryDirectory(dir=self.repo_dir) as scratch:
+                index = {"GIT_INDEX_FILE": str(pathlib.Path(scratch) / "index")}
+                self._git("read-tree", base, env=index)
+                for path, text in sorted(edits.items()):
+                    mode = self._mode(base, path)
+                    blob = self._git("hash-object", "-w", "--stdin", stdin=text.encode())
+                    info = f"{mode},{blob.decode().strip()},{path}"
+                    self._git("update-index", "--cacheinfo", info, env=index)
+                tree = self._git("write-tree", env=index).decode().strip()
+            made = self._git(
+                "commit-tree", tree, "-p", base, env=_BUMP_IDENTITY, stdin=message.encode()
+            )
+        return made.decode().strip()
+
+    def _mode(self, commit: str, path: str) -> str:
+        """The file's mode at `commit` (an executable spec stays executable)."""
+        out = self._git("--literal-pathspecs", "ls-tree", commit, "--", path).decode()
+        mode = out.split(" ", 1)[0]
+        if mode not in _REGULAR_MODES:
+            raise GitError(f"{path} is not a regular file at {commit[:12]}")
+        return mode
+
+    def remote_branches(self, prefix: str) -> dict[str, str]:
+        """The remote's branches whose names start with `prefix`: name -> sha."""
+        out = self._git("ls-remote", "--heads", self._remote, in_repo=False, remote=True).decode()
+        found = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            name = ref.removeprefix("refs/heads/")
+            if name.startswith(prefix):
+                found[name] = sha
+        return found
+
+    def push_commit(self, commit: str, branch: str) -> None:
+        """Push `commit` to `branch` on the remote: created, or fast-forwarded, never forced
+        (GitError when the branch moved elsewhere)."""
+        if not branch or _BAD_BRANCH_RE.search(branch):
+            raise ValueError(f"not a branch name: {branch!r}")
+        self._ensure_repo()
+        self._git("push", "--quiet", self._remote, f"{commit}:refs/heads/{branch}", remote=True)
+
+    def delete_branches(self, branches: Iterable[str]) -> None:
+        """Delete these branches on the remote (one push)."""
+        refs = [f"refs/heads/{b}" for b in sorted(branches)]
+        if refs:
+            self._ensure_repo()
+            self._git("push", "--quiet", "--delete", self._remote, *refs, remote=True)
 
     # -- signatures -------------------------------------------------------------------------
 
@@ -517,10 +595,12 @@ class GitSource:
         in_repo: bool = True,
         env: dict[str, str] | None = None,
         remote: bool = False,
+        stdin: bytes | None = None,
     ) -> bytes:
         """Run git (in the cache repository unless told); GitError, redacted, on failure.
 
         `remote`: the command talks to the remote, so it is given the URL's credentials.
+        `stdin`: what git reads (a blob, a commit message); nothing when None.
         """
         argv = ["git"]
         if in_repo:
@@ -534,7 +614,9 @@ class GitSource:
         try:
             result = subprocess.run(
                 argv,
-                stdin=subprocess.DEVNULL,  # git reads nothing from the daemon's stdin
+                # git never reads the daemon's own stdin: what it is given, or nothing
+                stdin=subprocess.DEVNULL if stdin is None else None,
+                input=stdin,
                 capture_output=True,
                 timeout=self.timeout,
                 env={**os.environ, **_git_env(), **(env or {}), **secrets},

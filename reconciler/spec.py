@@ -274,6 +274,71 @@ class Window(_Model):
         return self
 
 
+_SSM_PARAMETER_RE = re.compile(r"^/[A-Za-z0-9_./-]{1,1010}$")
+_OWNER_RE = re.compile(r"^(self|amazon|aws-marketplace|\d{12})$")
+
+
+class Ec2Policy(_Model):
+    """Images found by one DescribeImages: these owners, these filters (AWS's own names)."""
+
+    owners: tuple[str, ...] = ("self",)
+    filters: dict[str, tuple[Annotated[str, Field(min_length=1)], ...]] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one owner (self, amazon, or an account id)")
+        for owner in value:
+            if not _OWNER_RE.match(owner):
+                raise ValueError(
+                    f"{owner!r} is not an owner: self, amazon, aws-marketplace or a 12-digit "
+                    "account id"
+                )
+        return value
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for key, values in value.items():
+            if not key:
+                raise ValueError("a filter needs a name, such as name or tag:release")
+            if not values:
+                raise ValueError(f"filter {key!r} needs at least one value")
+        return value
+
+
+class SsmPolicy(_Model):
+    """The image a Parameter Store parameter names (an AMI id, or a list of them)."""
+
+    parameter: str
+
+    @field_validator("parameter")
+    @classmethod
+    def _parameter(cls, value: str) -> str:
+        if not _SSM_PARAMETER_RE.match(value):
+            raise ValueError(f"{value!r} is not a parameter path such as /images/app/latest")
+        return value
+
+
+class ImagePolicy(_Model):
+    """Where newer images come from; a newer one becomes a bump branch, never a rollout."""
+
+    ec2: Ec2Policy | None = None
+    ssm: SsmPolicy | None = None
+    select: Literal["newest"] = "newest"  # by CreationDate
+    # branch: a bump branch to merge; direct: the commit goes on the followed branch.
+    commit: Literal["branch", "direct"] = "branch"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImagePolicy:
+        if (self.ec2 is None) == (self.ssm is None):
+            raise ValueError("give exactly one of ec2 or ssm")
+        return self
+
+
 class Spec(_Model):
     stack_name: str = Field(alias="stackName", min_length=1, max_length=128)
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -292,6 +357,7 @@ class Spec(_Model):
     interval: Duration = dt.timedelta(seconds=30)
     promotion: Promotion | None = None
     windows: tuple[Window, ...] = ()
+    image_policy: ImagePolicy | None = Field(None, alias="imagePolicy")
 
     @field_validator("image")
     @classmethod

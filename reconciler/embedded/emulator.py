@@ -14,6 +14,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import pathlib
@@ -29,6 +30,7 @@ from moto import settings as moto_settings
 from moto.cloudformation.models import cloudformation_backends
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -229,10 +231,25 @@ class Emulator:
             **self._credentials,
         )
 
-    def register_image(self, name: str) -> str:
-        """An EC2 image that exists, for templates and specs to point at."""
-        answer = self.client("ec2").register_image(Name=name, RootDeviceName="/dev/sda1")
-        return str(answer["ImageId"])
+    def register_image(
+        self,
+        name: str,
+        tags: Mapping[str, str] | None = None,
+        created: dt.datetime | None = None,
+    ) -> str:
+        """An EC2 image that exists, for templates and specs to point at; with `tags`, and
+        with `created` as its CreationDate (a bake that finished then; default now)."""
+        ec2 = self.client("ec2")
+        image = str(ec2.register_image(Name=name, RootDeviceName="/dev/sda1")["ImageId"])
+        if tags:
+            ec2.create_tags(
+                Resources=[image], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+            )
+        if created is not None:
+            # RegisterImage takes no date: AWS stamps it. The emulator's image is given it.
+            ami = ec2_backends[self.account_id][self.region].amis[image]
+            ami.creation_date = created.astimezone(dt.UTC)
+        return image
 
     def ensure_bucket(self, name: str) -> None:
         s3 = self.client("s3")

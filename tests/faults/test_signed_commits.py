@@ -195,3 +195,35 @@ def test_the_daemon_keeps_the_trusted_revision_and_counts_an_untrusted_head_once
     (line,) = [e for e in entries if e["event"] == "untrusted commit not deployed"]
     assert line["log_level"] == "error" and untrusted[:12] in line["error"]
     assert w.sample("reconciler_git_fetch_total", result="ok") >= 4  # the source answered
+
+
+def test_commit_direct_under_verify_signatures_is_refused_at_start(
+    signing: Signing, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon cannot sign its bump commits: a spec with `imagePolicy.commit: direct`
+    stops `run` before it starts, exit 2 and one line naming the file; the state dir is
+    free again."""
+    direct = "  imagePolicy:\n    ssm: {parameter: /images/app}\n    commit: direct\n"
+    repo = GitRepo(tmp_path / "repo")
+    signing.commit(repo, spec_text("ami-12345678") + direct, signing.allowed)
+    conf = make_settings(
+        tmp_path / "state",
+        repo.path,
+        "http://127.0.0.1:9",  # never asked: nothing starts
+        verify_signatures=True,
+        gpg_home=signing.daemon.home,
+        allowed_keys=(signing.allowed,),
+    )
+
+    checked = daemon.Daemon(conf)
+    refusal = checked.refusal()
+    checked.close_unstarted()
+    assert refusal is not None  # (else `run` below would start and never return)
+
+    assert daemon.run(conf) == 2
+
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == refusal
+    assert line.startswith(f"{FILE}: spec.imagePolicy.commit: direct cannot be used with")
+    assert "--verify-signatures" in line
+    daemon.Daemon(conf).close_unstarted()  # the lock was let go again

@@ -100,6 +100,7 @@ def for_the_emulator(document: dict[str, Any], account: str) -> dict[str, Any]:
         .replace("RECORD_BUCKET", BUCKET)
         .replace("RECORD_PREFIX", PREFIX)
         .replace("RECORD_PATH", "deploy-status")
+        .replace("IMAGE_PATH", "images")
         .replace("LOCK_TABLE", "reconciler-locks")
         .replace("ROLE_NAME_FROM_SPEC_ROLEARN", "biglearn-deployer")
     )
@@ -459,6 +460,7 @@ def probes(w: World) -> dict[str, Callable[[Callable[[str], Any]], Any]]:
             "autoscaling"
         ).describe_auto_scaling_groups(),
         "ec2:DescribeInstances": lambda c: c("ec2").describe_instances(),
+        "ec2:DescribeImages": lambda c: c("ec2").describe_images(Owners=["self"]),
         "cloudwatch:DescribeAlarms": lambda c: c("cloudwatch").describe_alarms(
             AlarmNames=["api-5xx"], AlarmTypes=["MetricAlarm", "CompositeAlarm"]
         ),

@@ -757,3 +757,52 @@ def test_a_password_protected_http_repository_is_read_and_no_git_argv_shows_the_
     with pytest.raises(GitError) as caught:
         wrong.poll()
     assert "wrong" not in str(caught.value)
+
+
+# --- bump commits and branches --------------------------------------------------------------
+
+
+def test_a_bump_commit_is_made_without_moving_any_ref_and_pushed_to_its_own_branch(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    """commit_bump builds the commit from plumbing (no ref, index or working tree of the
+    cache moves); push_commit creates the branch, remote_branches finds it, and
+    delete_branches removes it; the followed branch never moves."""
+    source = source_for(upstream, tmp_path)
+    head = source.poll().head
+    assert source.head == head
+    refs = subprocess.run(
+        ["git", "--git-dir", str(source.repo_dir), "for-each-ref"], capture_output=True, check=True
+    ).stdout
+    new = spec_text(image=AMI_B)
+
+    sha = source.commit_bump(head, {SPEC_PATH: new}, "Bump biglearn-api\n")
+
+    after = subprocess.run(
+        ["git", "--git-dir", str(source.repo_dir), "for-each-ref"], capture_output=True, check=True
+    ).stdout
+    assert after == refs
+    branch = f"reconciler/bump/biglearn-api/{AMI_B}"
+    source.push_commit(sha, branch)
+    assert source.remote_branches("reconciler/bump/") == {branch: sha}
+    assert upstream.git("log", "-1", "--format=%an <%ae>|%P|%s", branch) == (
+        f"reconciler <reconciler@localhost>|{head}|Bump biglearn-api"
+    )
+    assert upstream.git("diff", "--name-only", head, branch) == SPEC_PATH
+    assert upstream.git("show", f"{branch}:{SPEC_PATH}") == new.rstrip("\n")
+    assert upstream.head() == head
+    source.delete_branches([branch])
+    assert source.remote_branches("reconciler/bump/") == {}
+
+
+def test_a_push_never_forces_a_branch_that_moved(
+    upstream: Upstream, tmp_path: pathlib.Path
+) -> None:
+    source = source_for(upstream, tmp_path)
+    head = source.poll().head
+    first = source.commit_bump(head, {SPEC_PATH: spec_text(image=AMI_B)}, "one\n")
+    source.push_commit(first, "reconciler/bump/x/ami-1")
+    other = source.commit_bump(head, {SPEC_PATH: spec_text(name="other")}, "two\n")
+    with pytest.raises(GitError):
+        source.push_commit(other, "reconciler/bump/x/ami-1")  # not a fast-forward of `first`
+    assert source.remote_branches("reconciler/bump/") == {"reconciler/bump/x/ami-1": first}
