@@ -45,6 +45,7 @@ from reconciler import (
     source,
     waves,
 )
+from reconciler import forge as forge_client
 from reconciler import status as view
 
 GIT_JOB = "git-poll"
@@ -61,6 +62,10 @@ def _job_id(name: str) -> str:
     return f"reconcile:{name}"
 
 
+class Refused(Exception):
+    """The settings ask for what cannot be done: one line for stderr, exit 2."""
+
+
 class Daemon:
     """The long-running service; `start()` returns once it serves, `stop()` drains it."""
 
@@ -73,6 +78,9 @@ class Daemon:
         self.conf = conf
         self.clock = clock
         self.log = structlog.get_logger("reconciler.daemon")
+        # Before anything binds a port or takes the state dir: a forge that cannot be built
+        # (no token) is a refusal at start, not a warning an hour later.
+        forge = self._forge(forge_factory)
         parts = assemble.daemon_parts(conf, clock)
         self.metrics = parts.metrics
         self._lock_file = parts.state_dir_lock
@@ -89,7 +97,7 @@ class Daemon:
             self.engine,
             self.metrics,
             conf.images.image_interval,
-            forge=self._forge(forge_factory),
+            forge=forge,
             notify=self.notifier.listener,
             allow_direct=not conf.git.verify_signatures,
             clock=clock,
@@ -115,15 +123,12 @@ class Daemon:
         """The forge bump branches are proposed to; None pushes the branches only."""
         if self.conf.images.forge == "none":
             return None
-        # The one place the forge client is plugged in: `run` passes a factory building
-        # `forge.GitHubForge` from `conf.images` (api url, repo, token) once that module exists.
-        if factory is None:
-            self.log.warning(
-                "no forge client in this build: bump branches are pushed without pull requests",
-                forge=self.conf.images.forge,
-            )
-            return None
-        return factory(self.conf)
+        try:
+            if factory is None:
+                return forge_client.from_settings(self.conf.images, self.conf.git.url)
+            return factory(self.conf)
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -595,7 +600,11 @@ class Controller:
 def run(conf: settings.Settings, forge_factory: ForgeFactory | None = None) -> int:
     """Run until SIGTERM or SIGINT; exit 0 after a clean drain, 2 (one line on stderr) when
     the specs ask for what the settings forbid."""
-    daemon = Daemon(conf, forge_factory=forge_factory)
+    try:
+        daemon = Daemon(conf, forge_factory=forge_factory)
+    except Refused as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_REFUSED
     refusal = daemon.refusal()
     if refusal is not None:
         daemon.close_unstarted()

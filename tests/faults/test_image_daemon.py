@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import pathlib
 
-from reconciler import daemon
+import pytest
+
+from reconciler import daemon, settings
 from reconciler.embedded import Emulator
 from tests.faults.daemonkit import (
     DaemonWorld,
@@ -79,3 +81,19 @@ def test_without_an_image_policy_no_image_is_looked_for(tmp_path: pathlib.Path) 
         "reconciler_aws_requests_total", service="ec2", operation="DescribeImages", result="ok"
     )
     assert described == 0
+
+
+def test_forge_github_without_a_token_is_refused_at_start(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--forge github` with no RECONCILER_FORGE_TOKEN: one line and exit 2 before the
+    daemon binds its port or takes the state dir (which stays free)."""
+    conf = settings.Settings(
+        state_dir=tmp_path / "state",
+        git=settings.GitSettings(repo="https://github.com/acme/specs.git"),
+        images=settings.ImageSettings(forge="github"),
+        http=settings.HttpSettings(listen="127.0.0.1:0"),
+    )
+    assert daemon.run(conf) == 2
+    assert capsys.readouterr().err.splitlines() == ["--forge github needs RECONCILER_FORGE_TOKEN"]
+    assert not (tmp_path / "state").exists()
