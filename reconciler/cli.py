@@ -733,7 +733,7 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scenario",
-        choices=["happy", "migration-fails", "update-rolls-back", "paused", "fleet"],
+        choices=["happy", "migration-fails", "update-rolls-back", "paused", "fleet", "bump"],
         default="happy",
     )
     p.add_argument("--keep-running", action="store_true", help="stay up to look at it")

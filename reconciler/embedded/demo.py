@@ -31,12 +31,13 @@ from typing import Any, TextIO
 
 from reconciler import daemon, logs, settings
 from reconciler.embedded.emulator import Emulator
+from reconciler.embedded.github import FakeGitHub
 from reconciler.embedded.migration import MigrationWorker
 
 STACK = "Stack1"
 NAME = "biglearn-api"
 BUCKET = "deploy-status"
-SCENARIOS = ("happy", "migration-fails", "update-rolls-back", "paused", "fleet")
+SCENARIOS = ("happy", "migration-fails", "update-rolls-back", "paused", "fleet", "bump")
 FLEET = "api"
 FLEET_MEMBERS = 5  # the canary (the demo's own stack and spec) and four more
 
@@ -64,6 +65,16 @@ spec:
   interval: 2s
 {paused}"""
 
+
+# The bump scenario's spec follows every image named biglearn-api-*: the stack's image is
+# not one of them, so the first such image baked is newer.
+IMAGE_POLICY = """\
+  imagePolicy:
+    ec2:
+      owners: [self]
+      filters: {name: ["biglearn-api-*"]}
+"""
+FORGE_REPO = "demo/specs"
 
 MEMBER_SPEC = """\
 apiVersion: reconciler/v1
@@ -122,6 +133,7 @@ class Scene:
     secret: str
     out: TextIO
     started: float = dataclasses.field(default_factory=time.monotonic)
+    forge: FakeGitHub | None = None
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:5.1f}s] {text}", file=self.out, flush=True)
@@ -159,7 +171,7 @@ def run(scenario: str = "happy", keep_running: bool = False, timeout: float = 12
     logs.configure("json", "warning", stream=typing.cast(typing.TextIO, _Discard()))
     with (
         tempfile.TemporaryDirectory(prefix="reconciler-demo-") as tmp,
-        _scene(pathlib.Path(tmp)) as scene,
+        _scene(pathlib.Path(tmp), scenario) as scene,
     ):
         scene.say(f"scenario {scenario}: {_INTRO[scenario]}")
         ok = _PLAYS[scenario](scene, time.monotonic() + timeout)
@@ -182,6 +194,8 @@ class _Discard(io.TextIOBase):
 
 
 _INTRO = {
+    "bump": "a new AMI is baked; the daemon opens a bump pull request, the demo merges it, "
+    "the rollout runs",
     "fleet": "five stacks in a fleet; the canary's alarm fires during its bake: it rolls back, "
     "the fleet halts, and the other four are never touched",
     "happy": "an AMI bump is merged; migrations run first, then the API group switches",
@@ -206,20 +220,23 @@ def _isolate_from_real_aws() -> None:
 
 
 @contextlib.contextmanager
-def _scene(tmp: pathlib.Path) -> Iterator[Scene]:
+def _scene(tmp: pathlib.Path, scenario: str = "happy") -> Iterator[Scene]:
     out = sys.stdout
     started = time.monotonic()
-    with Emulator(update_seconds=1.5) as emulator:
+    bumping = scenario == "bump"
+    with Emulator(update_seconds=1.5) as emulator, contextlib.ExitStack() as stack:
         old, new = emulator.register_image("biglearn-v1"), emulator.register_image("biglearn-v2")
         emulator.ensure_bucket(BUCKET)
         emulator.create_stack(STACK, _stack_parameters(old))
-        repo = _git_repo(tmp / "repo", _spec(old))
+        repo = _git_repo(tmp / "repo", _spec(old, IMAGE_POLICY if bumping else ""))
+        forge = stack.enter_context(FakeGitHub(FORGE_REPO, origin=repo)) if bumping else None
         secret = secrets.token_hex(16)
         conf = settings.Settings(
             state_dir=tmp / "state",
             git=settings.GitSettings(repo=str(repo), poll_interval=dt.timedelta(minutes=5)),
             aws=settings.AwsSettings(endpoint_url=emulator.endpoint_url),
             scheduling=settings.SchedulingSettings(active_interval=dt.timedelta(seconds=0.5)),
+            images=_image_settings(forge),
             http=settings.HttpSettings(
                 listen="127.0.0.1:0",
                 webhook_secret=secret,
@@ -229,13 +246,30 @@ def _scene(tmp: pathlib.Path) -> Iterator[Scene]:
         d = daemon.Daemon(conf)
         d.start()
         host, port = d.server.address
-        scene = Scene(emulator, d, repo, old, new, f"http://{host}:{port}", secret, out, started)
+        scene = Scene(
+            emulator, d, repo, old, new, f"http://{host}:{port}", secret, out, started, forge=forge
+        )
         scene.say(f"AWS emulator at {emulator.endpoint_url}; stack {STACK} runs {old}")
         scene.say(f"daemon at {scene.base_url} (status: /api/v1/stacks, metrics: /metrics)")
+        if forge is not None:
+            scene.say(f"fake GitHub at {forge.api_url} for {FORGE_REPO}")
         try:
             yield scene
         finally:
             d.stop()
+
+
+def _image_settings(forge: FakeGitHub | None) -> settings.ImageSettings:
+    if forge is None:
+        return settings.ImageSettings()
+    # A one-second interval: the demo shows the loop, not the five-minute default.
+    return settings.ImageSettings(
+        image_interval=dt.timedelta(seconds=1),
+        forge="github",
+        forge_api_url=forge.api_url,
+        forge_repo=FORGE_REPO,
+        forge_token=forge.token,
+    )
 
 
 def _stack_parameters(image: str) -> dict[str, str]:
@@ -569,7 +603,52 @@ def _wait_halted(scene: Scene, deadline: float) -> str | None:
     return None
 
 
+def _image_bump(scene: Scene, deadline: float) -> bool:
+    forge = scene.forge
+    assert forge is not None, "the bump scenario's scene has a forge"
+    watch(scene, deadline, _in_sync_on(scene.old))
+    followed = _git(scene.repo, "rev-parse", "main")
+    baked = scene.emulator.register_image("biglearn-api-2026.12.01")
+    scene.say(f"a new AMI is baked: {baked} (biglearn-api-2026.12.01)")
+    pull = _wait_pull(forge, deadline)
+    if pull is None:
+        scene.say("no bump pull request was opened")
+        return False
+    scene.say(f"the daemon pushed {pull['head']['ref']} and opened pull request #{pull['number']}")
+    scene.say(f"  {pull['title']}; its body is the plan against the live stack:")
+    for line in str(pull["body"]).splitlines():
+        if line.startswith("| `"):
+            scene.say(f"  {line}")
+    untouched = (
+        _git(scene.repo, "rev-parse", "main") == followed and scene.live()["LcImageId"] == scene.old
+    )
+    scene.say(f"main unchanged and the stack untouched until the merge: {untouched}")
+    with MigrationWorker(scene.emulator, STACK, f"s3://{BUCKET}/{NAME}", steps=4, step_seconds=0.5):
+        head = forge.merge(pull["number"])
+        code = send_webhook(scene, head)
+        scene.say(f"merged pull request #{pull['number']} ({head[:12]}); webhook answered {code}")
+        final = watch(scene, deadline, _in_sync_on(baked))
+    ok = untouched and _converged(scene, baked) and final["phase"] == "InSync"
+    scene.say(
+        "bump rolled out: from a baked AMI to a merged pull request to the API group"
+        if ok
+        else "the bump did NOT roll out"
+    )
+    return ok
+
+
+def _wait_pull(forge: FakeGitHub, deadline: float) -> dict[str, Any] | None:
+    """The first open pull request on the fake forge, polled as a person refreshes."""
+    while time.monotonic() < deadline:
+        opened = [p for p in forge.pulls() if p["state"] == "open"]
+        if opened:
+            return opened[0]
+        time.sleep(0.2)
+    return None
+
+
 _PLAYS: dict[str, Callable[[Scene, float], bool]] = {
+    "bump": _image_bump,
     "happy": _happy,
     "migration-fails": _migration_fails,
     "update-rolls-back": _update_rolls_back,

@@ -45,7 +45,7 @@ class Run:
         return self.proc.returncode, text, self.elapsed
 
 
-SCENARIOS = ("happy", "migration-fails", "update-rolls-back", "paused", "fleet")
+SCENARIOS = ("happy", "migration-fails", "update-rolls-back", "paused", "fleet", "bump")
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +117,15 @@ def test_fleet_demo_halts_after_the_canary_and_touches_no_other_stack(
     assert "went into ALARM during the bake" in text
     assert "fleet api halted" in text
     assert "the other four stacks were never touched: True" in text
+
+
+def test_bump_demo_opens_a_pull_request_and_rolls_out_once_it_is_merged(
+    demos: dict[str, Run],
+) -> None:
+    """A baked AMI becomes a bump branch and a pull request on the fake forge; nothing
+    moves until the demo merges it; then the rollout runs to the new image."""
+    text, _ = _finished(demos, "bump")
+    assert "opened pull request #1" in text
+    assert "main unchanged and the stack untouched until the merge: True" in text
+    assert "| `biglearn-api` |" in text
+    assert "bump rolled out" in text
