@@ -17,6 +17,11 @@ from typing import Literal, Protocol
 BRANCH_ROOT = "reconciler/bump"
 
 
+def branch_of(key: str, image_id: str) -> str:
+    """The one spelling of a bump branch: found on the remote before the bump is made."""
+    return f"{BRANCH_ROOT}/{key}/{image_id}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Image:
     """An AMI as DescribeImages shows it."""
@@ -47,7 +52,7 @@ class Bump:
 
     @property
     def branch(self) -> str:
-        return f"{self.prefix}{self.image.id}"
+        return branch_of(self.key, self.image.id)
 
     @property
     def title(self) -> str:

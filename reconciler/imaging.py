@@ -153,7 +153,7 @@ class ImageAutomation:
         if group.policy.commit == "direct":
             return self._direct(group, image, bumped, head)
         names = tuple(m.name for m in bumped)
-        branch = f"{bump.BRANCH_ROOT}/{group.branch_key}/{image.id}"
+        branch = bump.branch_of(group.branch_key, image.id)
         sha = refs.get().get(branch)
         pushed = sha is None
         if sha is None:
